@@ -1,0 +1,32 @@
+# calculator-service: `make run` to start it locally, `make test` to test it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: help venv test run migrate bench bench-peers chaos compose-smoke clean
+
+help:
+	@echo "make run      start PostgreSQL (throwaway), migrations, API on :\$${PORT:-5000}, Calculators"
+	@echo "make test     run the test suite against a real PostgreSQL"
+	@echo "make migrate  apply migrations to DATABASE_URL"
+	@echo "make bench    run the benchmarks (see BENCHMARKS.md)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: venv
+	$(PY) -m tools.run_local
+
+migrate: venv
+	$(PY) -m core.migrations
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,34 @@
+"""The HTTP API: submit expressions, read results."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask
+
+from core.settings import ApiSettings, database_url
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Application factory. config overrides what is read from the environment:
+    DATABASE_URL, SETTINGS (an ApiSettings), CHECK_SCHEMA (default True)."""
+    app = Flask(__name__)
+    settings = ApiSettings.from_env()
+    app.config.update(
+        DATABASE_URL=database_url(),
+        SETTINGS=settings,
+        CHECK_SCHEMA=True,
+    )
+    if config:
+        app.config.update(config)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["SETTINGS"].max_content_length
+    app.json.sort_keys = False
+
+    from api import db, errors, expressions, health
+    db.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(expressions.blueprint)
+    app.register_blueprint(health.blueprint)
+    logging.getLogger("api").info("api ready")
+    return app

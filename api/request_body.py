@@ -1,0 +1,39 @@
+"""Reading a JSON request body strictly: the right content type, valid UTF-8,
+valid JSON without NaN/Infinity, an object with exactly the expected keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+
+from api.errors import BadRequest
+from core.expression import json_type
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadRequest(f"malformed JSON: {name} is not a valid JSON number")
+
+
+def json_object(required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:
+    if not request.is_json:
+        raise BadRequest("send a JSON body with Content-Type: application/json", 415)
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise BadRequest("malformed JSON: the body is not valid UTF-8") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
+    except ValueError as error:
+        raise BadRequest(f"malformed JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a JSON object, not {json_type(body)}")
+    missing = sorted(required - body.keys())
+    if missing:
+        raise BadRequest("missing key(s): " + ", ".join(missing))
+    unknown = sorted(body.keys() - required - optional)
+    if unknown:
+        raise BadRequest("unknown key(s): " + ", ".join(unknown))
+    return body

@@ -1,0 +1,31 @@
+"""Connections to PostgreSQL and the SQL files the code runs."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import psycopg
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+# Bounded waits everywhere: no request or Calculator hangs for libpq's default
+# (forever) when the server is gone.
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+@functools.cache
+def load_query(name: str) -> str:
+    """The text of sql/queries/<name>.sql."""
+    return (SQL_DIR / "queries" / f"{name}.sql").read_text()
+
+
+def connect(url: str, *, application_name: str, autocommit: bool = True,
+            connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> psycopg.Connection:
+    """One connection; an empty url means libpq's PG* environment variables."""
+    return psycopg.connect(
+        url,
+        autocommit=autocommit,
+        application_name=application_name,
+        connect_timeout=max(1, round(connect_timeout)),
+    )

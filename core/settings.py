@@ -1,0 +1,97 @@
+"""Settings of the API and the Calculator, read from the environment.
+
+Each setting is declared once here with its default and its meaning; the
+README's configuration table is this list.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value we cannot use."""
+
+
+def _number(environ: Mapping[str, str], name: str, default, kind=int, minimum=None):
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        article = "an integer" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {article}, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ExpressionLimits:
+    """What the API accepts, and what the Calculator accepts from psql."""
+
+    max_expression_length: int = 10_000
+    max_variables: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ExpressionLimits":
+        return cls(
+            max_expression_length=_number(environ, "MAX_EXPRESSION_LENGTH", cls.max_expression_length, minimum=1),
+            max_variables=_number(environ, "MAX_VARIABLES", cls.max_variables, minimum=0),
+        )
+
+
+@dataclass(frozen=True)
+class CalculatorSettings:
+    task_num: int = 100                # tasks claimed by one statement
+    num_processes: int = 2             # evaluation child processes
+    queue_wait_time: float = 5.0       # fallback poll interval, seconds
+    calculation_timeout: float = 10.0  # per expression, seconds
+    lease_seconds: float = 30.0        # a claim is extended while held; another may take it after this
+    max_attempts: int = 5              # claims before a task that keeps killing its process gets an error
+    memory_limit_mb: int = 512         # address-space cap of each evaluation process
+    limits: ExpressionLimits = ExpressionLimits()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "CalculatorSettings":
+        settings = cls(
+            task_num=_number(environ, "TASK_NUM", cls.task_num, minimum=1),
+            num_processes=_number(environ, "NUM_PROCESSES", cls.num_processes, minimum=1),
+            queue_wait_time=_number(environ, "QUEUE_WAIT_TIME", cls.queue_wait_time, float, minimum=0.01),
+            calculation_timeout=_number(environ, "CALCULATION_TIMEOUT", cls.calculation_timeout, float, minimum=0.01),
+            lease_seconds=_number(environ, "LEASE_SECONDS", cls.lease_seconds, float, minimum=0.1),
+            max_attempts=_number(environ, "MAX_ATTEMPTS", cls.max_attempts, minimum=1),
+            memory_limit_mb=_number(environ, "MEMORY_LIMIT_MB", cls.memory_limit_mb, minimum=0),
+            limits=ExpressionLimits.from_env(environ),
+        )
+        return settings
+
+    def describe(self) -> str:
+        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "limits")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    max_content_length: int = 1_000_000   # bytes of request body
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    db_timeout: float = 5.0               # seconds to wait for a connection or a statement
+    limits: ExpressionLimits = ExpressionLimits()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ApiSettings":
+        return cls(
+            max_content_length=_number(environ, "MAX_CONTENT_LENGTH", cls.max_content_length, minimum=1),
+            pool_min_size=_number(environ, "POOL_MIN_SIZE", cls.pool_min_size, minimum=0),
+            pool_max_size=_number(environ, "POOL_MAX_SIZE", cls.pool_max_size, minimum=1),
+            db_timeout=_number(environ, "DB_TIMEOUT", cls.db_timeout, float, minimum=0.1),
+            limits=ExpressionLimits.from_env(environ),
+        )
+
+
+def database_url(environ: Mapping[str, str] = os.environ) -> str:
+    """DATABASE_URL, or "" so that libpq reads the PG* variables."""
+    return environ.get("DATABASE_URL", "")

@@ -1,0 +1,39 @@
+-- Claim up to %(limit)s claimable tasks, oldest first, for one Calculator.
+--
+-- SKIP LOCKED lets concurrent Calculators pass over each other's rows instead
+-- of waiting. Each claim of a task gets a fresh lease token (the fencing token checked
+-- by store_results.sql) and a lease of %(lease_seconds)s.
+--
+-- A task already claimed %(max_attempts)s times without an outcome has killed
+-- every process that tried it; it is finished here with an error instead of
+-- being handed out again; it is returned with given_up = true.
+WITH candidates AS (
+    SELECT id, attempts
+    FROM tasks
+    WHERE status = 'pending' AND process_at <= now()
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+given_up AS (
+    UPDATE tasks t
+    SET status = 'error',
+        error = format('gave up after %%s attempts: the evaluation process died every time', t.attempts),
+        finished_at = clock_timestamp()
+    FROM candidates c
+    WHERE t.id = c.id AND c.attempts >= %(max_attempts)s
+    RETURNING t.id
+),
+claimed AS (
+    UPDATE tasks t
+    SET process_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = t.attempts + 1,
+        lease_token = gen_random_uuid()
+    FROM candidates c
+    WHERE t.id = c.id AND c.attempts < %(max_attempts)s
+    RETURNING t.id, t.expression, t.variables, t.lease_token
+)
+SELECT id, expression, variables, lease_token, false AS given_up FROM claimed
+UNION ALL
+SELECT id, NULL, NULL, NULL, true FROM given_up
+ORDER BY id

@@ -1,0 +1,26 @@
+-- Store the outcomes of one batch, each only if its claim still holds.
+--
+-- The lease_token comparison is the fence: if the lease expired and another
+-- Calculator claimed the task, the token changed and this row is skipped,
+-- while the rest of the batch is stored. status = 'pending' makes the first
+-- stored outcome the only one, ever. The ids actually stored are returned,
+-- so the caller can log the stale ones.
+--
+-- Parameters are parallel arrays: ids, lease tokens, results (JSON text or
+-- NULL) and errors (text or NULL).
+WITH outcome AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::text[], %(errors)s::text[])
+        AS o(id, lease_token, result, error)
+),
+stored AS (
+    UPDATE tasks t
+    SET status = CASE WHEN o.error IS NULL THEN 'done' ELSE 'error' END,
+        result = o.result::jsonb,
+        error = o.error,
+        finished_at = clock_timestamp()
+    FROM outcome o
+    WHERE t.id = o.id AND t.lease_token = o.lease_token AND t.status = 'pending'
+    RETURNING t.id
+)
+SELECT id FROM stored

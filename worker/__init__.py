@@ -1,0 +1,1 @@
+"""The Calculator: claims tasks from PostgreSQL and evaluates them."""
