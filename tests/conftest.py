@@ -117,15 +117,15 @@ class CalculatorProcess:
         assert self.process.poll() is None, self.log()
 
     def evaluator_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        """The evaluation processes: the children that are forks of the worker."""
         pids = []
-        for pid in map(int, children):
+        for pid in map(int, Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()):
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == \
+                        Path(f"/proc/{self.pid}/cmdline").read_bytes():
+                    pids.append(pid)
             except FileNotFoundError:
                 continue
-            if b"forkserver" in cmdline:  # the server itself; evaluators are its children
-                pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
         return pids
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:

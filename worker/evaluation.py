@@ -12,6 +12,7 @@ chunk), which keeps the cost per task of the pipe small.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import resource
 import signal
@@ -67,7 +68,10 @@ def _compile_cached(expression: str, max_length: int):
 
 def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit_mb: int) -> None:
     """Main loop of an evaluation process: chunks in, results out, until None."""
+    signal.set_wakeup_fd(-1)  # inherited from the Calculator with fork
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+    _die_with_parent()
     if memory_limit_mb > 0:
         cap = memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -77,6 +81,16 @@ def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit
         if tasks is None:
             return
         _calculate_chunk(conn, progress, tasks, limits)
+
+
+def _die_with_parent() -> None:
+    # A child busy in a runaway calculation never reads its pipe; without this
+    # it would outlive a Calculator killed with SIGKILL and burn a core.
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pipe EOF still ends idle children
+        pass
 
 
 def _calculate_chunk(conn: Connection, progress, tasks, limits) -> None:

@@ -37,11 +37,12 @@ STALL_SECONDS = 0.1
 
 
 def _context():
-    # forkserver: children start from a clean, small process (not a fork of a
-    # parent holding database connections), and a replacement starts fast.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["worker.evaluation"])
-    return context
+    # fork: a replacement child starts in milliseconds, and its parent is the
+    # Calculator itself, so it can ask to be killed when the Calculator dies
+    # (with forkserver, a runaway child would keep the server, and itself,
+    # alive). The Calculator is single-threaded and the child never touches
+    # the inherited database connections; it leaves with os._exit.
+    return multiprocessing.get_context("fork")
 
 
 class Evaluator:

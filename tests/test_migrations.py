@@ -1,0 +1,77 @@
+"""Migrations: applied in order, once, under a lock; code refuses an old schema."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from core.migrations import (SchemaError, apply_migrations, available_migrations,
+                             check_schema, current_version, required_version)
+from tests.conftest import create_database
+
+
+@pytest.fixture
+def empty_database(server_url):
+    return create_database(server_url, prefix="calculator_migrations")
+
+
+def test_migration_files_are_numbered_in_order():
+    versions = [m.version for m in available_migrations()]
+    assert versions == sorted(versions) and versions[0] == 1
+    assert required_version() == versions[-1]
+
+
+def test_applying_twice_is_a_no_op(empty_database):
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert current_version(conn) == 0
+        first = apply_migrations(conn)
+        assert [m.version for m in first] == [m.version for m in available_migrations()]
+        assert apply_migrations(conn) == []
+        assert current_version(conn) == required_version()
+        rows = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+        assert rows == len(available_migrations())
+
+
+def test_two_migrators_started_together_do_not_race(empty_database):
+    applied, errors = [], []
+
+    def migrate():
+        try:
+            with psycopg.connect(empty_database, autocommit=True) as conn:
+                applied.append(len(apply_migrations(conn)))
+        except Exception as error:  # pragma: no cover - the assertion shows it
+            errors.append(error)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(applied) == [0, 0, len(available_migrations())]
+
+
+def test_code_refuses_a_schema_that_is_behind(empty_database):
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        with pytest.raises(SchemaError, match="run `python -m core.migrations`"):
+            check_schema(conn)
+        apply_migrations(conn)
+        check_schema(conn)
+        conn.execute("DELETE FROM schema_migrations WHERE version = %s", (required_version(),))
+        with pytest.raises(SchemaError, match=f"needs version {required_version()}"):
+            check_schema(conn)
+
+
+def test_the_calculator_exits_with_a_clear_message_on_an_old_schema(empty_database, tmp_path):
+    from tests.conftest import CalculatorProcess
+    calc = CalculatorProcess(empty_database, tmp_path / "calc.log")
+    assert calc.process.wait(30) == 2
+    assert "this code needs version" in calc.log()
+
+
+def test_the_api_refuses_to_start_on_an_old_schema(empty_database):
+    from api import create_app
+    with pytest.raises(SchemaError):
+        create_app({"DATABASE_URL": empty_database})
