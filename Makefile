@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
 .PHONY: help venv test run migrate bench bench-peers chaos compose-smoke clean
 
@@ -12,9 +12,9 @@ help:
 	@echo "make migrate  apply migrations to DATABASE_URL"
 	@echo "make bench    run the benchmarks (see BENCHMARKS.md)"
 
-$(STAMP): pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)

@@ -22,17 +22,22 @@ class DatabaseUnavailable(RuntimeError):
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     timeout_ms = int(settings.db_timeout * 1000)
+
+    def configure(conn: psycopg.Connection) -> None:
+        # Bounded statements: a request never waits on the database for longer.
+        conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(timeout_ms),))
+
     app.extensions["pool"] = ConnectionPool(
         app.config["DATABASE_URL"],
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         timeout=settings.db_timeout,
         check=ConnectionPool.check_connection,
+        configure=configure,
         kwargs={
             "autocommit": True,
             "application_name": "calculator-api",
             "connect_timeout": max(1, round(settings.db_timeout)),
-            "options": f"-c statement_timeout={timeout_ms}",
         },
         open=False,
         name="calculator-api",

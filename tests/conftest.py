@@ -64,6 +64,21 @@ def database_url(server_url):
     return url
 
 
+def as_role(url: str, role: str) -> str:
+    """The same database, but every statement runs with role's privileges."""
+    return make_conninfo(url, options=f"-c role={role}")
+
+
+@pytest.fixture(scope="session")
+def api_url(database_url):
+    return as_role(database_url, "calculator_api")
+
+
+@pytest.fixture(scope="session")
+def worker_url(database_url):
+    return as_role(database_url, "calculator_worker")
+
+
 @pytest.fixture
 def db(database_url):
     """An autocommit connection to the test database, emptied first."""
@@ -142,12 +157,13 @@ class CalculatorProcess:
 
 
 @pytest.fixture
-def calculators(database_url, tmp_path, db):
-    """start(**settings) runs a Calculator against the test database."""
+def calculators(worker_url, tmp_path, db):
+    """start(**settings) runs a Calculator against the test database, with
+    the least-privileged calculator_worker role."""
     started: list[CalculatorProcess] = []
 
     def start(url: str | None = None, wait: bool = True, **settings) -> CalculatorProcess:
-        calc = CalculatorProcess(url or database_url, tmp_path / f"calculator-{len(started)}.log",
+        calc = CalculatorProcess(url or worker_url, tmp_path / f"calculator-{len(started)}.log",
                                  **settings)
         started.append(calc)
         if wait:
@@ -162,9 +178,10 @@ def calculators(database_url, tmp_path, db):
 
 
 @pytest.fixture
-def app(database_url, db):
+def app(api_url, db):
+    """The API, connected with the least-privileged calculator_api role."""
     from api import create_app
-    app = create_app({"DATABASE_URL": database_url, "TESTING": True})
+    app = create_app({"DATABASE_URL": api_url, "TESTING": True})
     yield app
     app.extensions["pool"].close()
 
