@@ -31,6 +31,11 @@ MAX_RESULT_DIGITS = 4300
 _MAX_RESULT_BITS = int(MAX_RESULT_DIGITS / math.log10(2))
 
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+# The library's number scanner is quadratic in the length of a run of digits
+# (a 10,000-digit literal costs the API most of a second), so long runs are
+# refused before parsing. 1,000 digits is far beyond what a float can hold.
+MAX_NUMBER_LENGTH = 1000
+_LONG_NUMBER = re.compile(r"[0-9.]{%d,}" % (MAX_NUMBER_LENGTH + 1))
 # The library's parser mangles "2*-1"; we refuse it and say how to write it.
 _SIGN_AFTER_OPERATOR = re.compile(r"[-+*/%^<>=]\s*[-+]")
 
@@ -242,6 +247,9 @@ def compile_expression(text: Any, max_length: int) -> CompiledExpression:
             f"expression is too long: {len(text)} characters, the limit is {max_length}")
     if not text.strip():
         raise ExpressionError("expression is empty")
+    if _LONG_NUMBER.search(text):
+        raise ExpressionError(
+            f"a number in the expression is too long (more than {MAX_NUMBER_LENGTH} digits)")
     try:
         program = _Parser().parse(text)
     except ExpressionError:

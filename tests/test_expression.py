@@ -101,6 +101,12 @@ def test_refused_expressions_say_why(text, message):
     assert message in str(refused.value)
 
 
+def test_long_digit_runs_are_refused_before_the_quadratic_scanner_sees_them():
+    compile_expression("1" * 300 + ".5", LIMIT)
+    with pytest.raises(ExpressionError, match="too long \\(more than 1000 digits\\)"):
+        compile_expression("1" * 9999, LIMIT)
+
+
 def test_expression_length_is_capped():
     compile_expression("1" * 50, 50)
     with pytest.raises(ExpressionError, match="expression is too long: 51 characters, the limit is 50"):

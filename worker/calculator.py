@@ -38,7 +38,7 @@ from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend
 log = logging.getLogger("calculator")
 
 BACKOFF_FIRST = 0.05
-BACKOFF_MAX = 5.0
+BACKOFF_MAX = 1.0  # reconnect attempts are cheap; catching up quickly is not
 SHUTDOWN_GRACE = 3.0  # seconds beyond CALCULATION_TIMEOUT to hand back what is held
 
 

@@ -1,0 +1,146 @@
+"""PostgreSQL going away and coming back, for real: a cluster of these tests'
+own is stopped and started under a running API and Calculator."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from werkzeug.serving import make_server
+
+from core.migrations import apply_migrations
+from tests.conftest import CalculatorProcess, insert, wait_done, wait_for
+from tests.http_client import request
+from tools.pgcluster import LocalPostgres
+
+SLOW = "fac(300000) / fac(299999)"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalPostgres() as pg:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            apply_migrations(conn)
+        yield pg
+
+
+@pytest.fixture
+def conn(cluster):
+    """A superuser connection that reconnects after outages."""
+    class Reconnecting:
+        def __init__(self):
+            self._conn = None
+
+        def execute(self, *args):
+            for _ in range(50):
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = psycopg.connect(cluster.url, autocommit=True)
+                    return self._conn.execute(*args)
+                except psycopg.OperationalError:
+                    self._conn = None
+                    time.sleep(0.1)
+            raise AssertionError("database did not come back")
+
+        def close(self):
+            if self._conn is not None:
+                self._conn.close()
+
+    reconnecting = Reconnecting()
+    reconnecting.execute("TRUNCATE tasks RESTART IDENTITY")
+    yield reconnecting
+    reconnecting.close()
+
+
+@pytest.fixture
+def calculator(cluster, conn, tmp_path):
+    started = []
+
+    def start(**settings):
+        calc = CalculatorProcess(cluster.url, tmp_path / f"calc-{len(started)}.log", **settings)
+        started.append(calc)
+        calc.wait_started()
+        return calc
+
+    yield start
+    for calc in started:
+        if calc.process.poll() is None:
+            calc.kill()
+
+
+def _evaluators_idle(calc: CalculatorProcess) -> bool:
+    states = []
+    for pid in calc.evaluator_pids():
+        status = Path(f"/proc/{pid}/status").read_text()
+        states.append("State:\tS" in status)
+    return bool(states) and all(states)
+
+
+def test_the_api_answers_503_quickly_while_the_database_is_down_and_recovers(cluster, conn):
+    from api import create_app
+    os.environ["DB_TIMEOUT"] = "1"
+    try:
+        app = create_app({"DATABASE_URL": cluster.url})
+    finally:
+        del os.environ["DB_TIMEOUT"]
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    task_id = insert(conn, "1")
+    try:
+        assert request(base, "GET", f"/api/result/{task_id}")[0] == 202
+        cluster.stop_server()
+        for _ in range(3):
+            started = time.monotonic()
+            status, headers, body = request(base, "GET", f"/api/result/{task_id}")
+            assert (status, body) == (503, {"msg": "database unavailable"})
+            assert time.monotonic() - started < 4, "a request hung on the dead database"
+        status, _, body = request(base, "GET", "/readyz")
+        assert status == 503 and body == {"msg": "database unavailable"}
+        cluster.start_server()
+        wait_for(lambda: request(base, "GET", f"/api/result/{task_id}")[0] == 202, timeout=20,
+                 message="the API to serve again without a restart")
+    finally:
+        server.shutdown()
+        thread.join()
+        app.extensions["pool"].close()
+        if not (Path(cluster.data_dir) / "postmaster.pid").exists():
+            cluster.start_server()
+
+
+def test_the_calculator_catches_up_at_once_when_the_database_returns(cluster, conn, calculator):
+    calc = calculator(queue_wait_time=60)
+    wait_done(conn, [insert(conn, "1")])
+    cluster.stop_server()
+    wait_for(lambda: "database connection lost" in calc.log(), message="the Calculator to notice")
+    cluster.start_server()
+    back = time.monotonic()
+    # Inserted before the Calculator has LISTENed again: no notification
+    # reaches it, only the poll it makes on reconnecting.
+    ids = [insert(conn, f"{i}*2") for i in range(20)]
+    results = wait_done(conn, ids, timeout=30)
+    assert time.monotonic() - back < 10, "caught up by the 60 s poll, not on reconnecting"
+    assert all(results[i] == ("done", (i - 2) * 2, None) for i in ids)
+    assert "database connection restored" in calc.log()
+    assert calc.process.poll() is None
+
+
+def test_a_result_computed_during_an_outage_is_stored_afterwards(cluster, conn, calculator):
+    calc = calculator(num_processes=1)
+    task_id = insert(conn, SLOW)
+    wait_for(lambda: "claimed ids=" in calc.log())
+    cluster.stop_server()
+    try:
+        wait_for(lambda: _evaluators_idle(calc), timeout=60, message="the calculation to finish")
+    finally:
+        cluster.start_server()
+    assert wait_done(conn, [task_id], timeout=30)[task_id] == ("done", 300000.0, None)
+    attempts = conn.execute("SELECT attempts FROM tasks WHERE id = %s", (task_id,)).fetchone()[0]
+    assert attempts == 1, "stored from memory after reconnecting, not computed again"
+    log = calc.log()
+    assert log.count("database connection lost") == 1, "the outage is logged once"
