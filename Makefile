@@ -30,3 +30,6 @@ migrate: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+compose-smoke:
+	python3 tests/compose/smoke.py
