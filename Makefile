@@ -33,3 +33,6 @@ clean:
 
 compose-smoke:
 	python3 tests/compose/smoke.py
+
+chaos: venv
+	$(PY) -m tests.chaos --expressions 5000 --fault-seconds 60

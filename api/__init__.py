@@ -24,6 +24,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(config)
     app.config["MAX_CONTENT_LENGTH"] = app.config["SETTINGS"].max_content_length
     app.json.sort_keys = False
+    # Werkzeug would answer "//" in a path with an HTML 308 redirect; we want
+    # every answer to be JSON, so such a path is simply not found.
+    app.url_map.merge_slashes = False
 
     from api import db, errors, expressions, health
     db.init_app(app)

@@ -187,6 +187,14 @@ class _Parser(_LibraryParser):
         # The library reports the position of, or just after, the offending token.
         raise ExpressionError(f"parse error near column {column + 1}: {msg}")
 
+    def isNumber(self):
+        # The library reads "e0" or "E5" as a number in scientific notation
+        # with an empty mantissa; a number starts with a digit or a point,
+        # so that e0 is a variable (found by the HTTP fuzzer).
+        if self.expression[self.pos] in "eE":
+            return False
+        return super().isNumber()
+
     def addfunc(self, tokenstack, operstack, type_):
         """As the library's, except that ^ and ** group from the right:
         2^3^2 is 2^(3^2) = 512, as in mathematics and Python."""

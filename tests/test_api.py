@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import outcome
+from tests.support import outcome
 
 
 def post(client, body, content_type="application/json"):
@@ -71,6 +71,8 @@ def test_big_integers_come_back_exact(client, db):
     ("/api/result/" + "9" * 30, 404, "no expression with id"),
     ("/api/result/%C2%B2", 400, "must be a positive integer"),
     ("/api/nothing", 404, "no such endpoint: /api/nothing"),
+    ("/api/result//0", 404, "no such endpoint"),  # found by the fuzzer: was an HTML redirect
+    ("/api/result/", 404, "no such endpoint"),
 ])
 def test_bad_result_ids(client, db, path, code, msg):
     response = client.get(path)

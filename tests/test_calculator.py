@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import insert, outcome, wait_done, wait_for
+from tests.support import insert, outcome, wait_done, wait_for
 
 RUNAWAY = "9**(9**9)"
 SLOW = "fac(300000) / fac(299999)"  # a second or two of honest work; result 300000.0

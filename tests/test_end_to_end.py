@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import insert, wait_for
+from tests.support import insert, wait_for
 from tests.http_client import post_json, request
 
 

@@ -65,7 +65,7 @@ def test_code_refuses_a_schema_that_is_behind(empty_database):
 
 
 def test_the_calculator_exits_with_a_clear_message_on_an_old_schema(empty_database, tmp_path):
-    from tests.conftest import CalculatorProcess
+    from tests.support import CalculatorProcess
     calc = CalculatorProcess(empty_database, tmp_path / "calc.log")
     assert calc.process.wait(30) == 2
     assert "this code needs version" in calc.log()

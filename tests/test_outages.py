@@ -13,7 +13,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from core.migrations import apply_migrations
-from tests.conftest import CalculatorProcess, insert, wait_done, wait_for
+from tests.support import CalculatorProcess, insert, wait_done, wait_for
 from tests.http_client import request
 from tools.pgcluster import LocalPostgres
 

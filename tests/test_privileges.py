@@ -8,7 +8,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.conftest import insert
+from tests.support import insert
 
 
 @pytest.mark.parametrize("statement", [

@@ -7,7 +7,7 @@ import threading
 import psycopg
 import pytest
 
-from tests.conftest import insert, outcome
+from tests.support import insert, outcome
 from worker.task_queue import (Outcome, claim_tasks, extend_leases, release_tasks,
                                store_results)
 
