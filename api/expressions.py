@@ -1,44 +1,152 @@
-"""POST /api/expression and GET /api/result/<id>."""
+"""Submitting expressions and reading their outcomes.
+
+    POST /api/expression          one expression            -> 202 {"expression_id"}
+    POST /api/expressions         {"items": [...]}          -> 202 {"expression_ids"}
+    GET  /api/result/<id>[?wait=S]                          -> the outcome
+    GET  /api/results?ids=1,2,3                             -> many outcomes
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 from api.db import connection
 from api.errors import BadRequest
 from api.request_body import json_object
-from core.expression import check_variables, compile_expression, variables_to_json
+from api.result_waiter import wait_for_outcome
+from core.expression import (ExpressionError, check_variables, compile_expression, json_type,
+                             variables_to_json)
 
 blueprint = Blueprint("expressions", __name__, url_prefix="/api")
 
 INSERT_TASK = "INSERT INTO tasks (expression, variables) VALUES (%s, %s::jsonb) RETURNING id"
+# One statement, one NOTIFY, however many items. Ids come from the sequence
+# in the order the rows are inserted, which is the items' order (ORDER BY
+# ordinality), so sorting the returned ids gives the items' ids in order.
+INSERT_TASKS = """
+    INSERT INTO tasks (expression, variables)
+    SELECT item.expression, item.variables::jsonb
+    FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS item(expression, variables, position)
+    ORDER BY item.position
+    RETURNING id
+"""
 SELECT_OUTCOME = "SELECT status, result, error FROM tasks WHERE id = %s"
+SELECT_OUTCOMES = "SELECT id, status, result, error FROM tasks WHERE id = ANY(%s)"
 MAX_BIGINT = 2**63 - 1
+
+
+def checked_submission(item) -> tuple[str, str]:
+    """(expression, variables as JSON) of a valid submission, else ExpressionError."""
+    limits = current_app.config["SETTINGS"].limits
+    compiled = compile_expression(item["expression"], limits.max_expression_length)
+    variables = check_variables(compiled, item.get("variables", {}), limits.max_variables)
+    return item["expression"], variables_to_json(variables)
 
 
 @blueprint.post("/expression")
 def submit_expression():
     body = json_object(required={"expression"}, optional={"variables"})
-    limits = current_app.config["SETTINGS"].limits
-    compiled = compile_expression(body["expression"], limits.max_expression_length)
-    variables = check_variables(compiled, body.get("variables", {}), limits.max_variables)
+    expression, variables = checked_submission(body)
     with connection() as conn:
-        (task_id,) = conn.execute(
-            INSERT_TASK, (body["expression"], variables_to_json(variables)), prepare=True).fetchone()
+        (task_id,) = conn.execute(INSERT_TASK, (expression, variables), prepare=True).fetchone()
     response = jsonify({"expression_id": task_id})
     response.status_code = 202
     response.headers["Location"] = url_for("expressions.get_result", expression_id=task_id)
     return response
 
 
+@blueprint.post("/expressions")
+def submit_expressions():
+    body = json_object(required={"items"})
+    items = body["items"]
+    max_batch = current_app.config["SETTINGS"].max_batch
+    if not isinstance(items, list):
+        raise BadRequest(f"'items' must be an array, not {json_type(items)}")
+    if not 1 <= len(items) <= max_batch:
+        raise BadRequest(f"'items' must hold 1 to {max_batch} submissions, not {len(items)}")
+    accepted, errors = [], []
+    for index, item in enumerate(items):
+        try:
+            accepted.append(checked_submission(_submission_object(item)))
+        except (ExpressionError, BadRequest) as error:
+            errors.append({"index": index, "msg": str(error)})
+    if errors:
+        response = jsonify({"msg": f"{len(errors)} of {len(items)} items are invalid; nothing was submitted",
+                            "errors": errors})
+        response.status_code = 400
+        return response
+    with connection() as conn:
+        rows = conn.execute(INSERT_TASKS, ([e for e, _ in accepted], [v for _, v in accepted])).fetchall()
+    response = jsonify({"expression_ids": sorted(row[0] for row in rows)})
+    response.status_code = 202
+    return response
+
+
+def _submission_object(item) -> dict:
+    if not isinstance(item, dict):
+        raise BadRequest(f"an item must be an object, not {json_type(item)}")
+    if "expression" not in item:
+        raise BadRequest("missing key(s): expression")
+    unknown = sorted(item.keys() - {"expression", "variables"})
+    if unknown:
+        raise BadRequest("unknown key(s): " + ", ".join(unknown))
+    return item
+
+
 @blueprint.get("/result/<expression_id>")
 def get_result(expression_id: str):
     task_id = parse_expression_id(expression_id)
-    with connection() as conn:
-        row = conn.execute(SELECT_OUTCOME, (task_id,), prepare=True).fetchone()
+    wait = _wait_seconds()
+
+    def read_outcome():
+        with connection() as conn:
+            return conn.execute(SELECT_OUTCOME, (task_id,), prepare=True).fetchone()
+
+    row = read_outcome()
+    if row is not None and row[0] == "pending" and wait > 0:
+        row = wait_for_outcome(current_app.extensions["result_waiter"], task_id, wait, read_outcome)
     if row is None:
         raise BadRequest(f"no expression with id {task_id}", 404)
-    return outcome_response(task_id, *row)
+    response = jsonify(outcome_json(task_id, *row))
+    if row[0] == "pending":
+        response.status_code = 202
+    return response
+
+
+@blueprint.get("/results")
+def get_results():
+    raw = request.args.get("ids", "")
+    parts = [p for p in raw.split(",") if p.strip()]
+    max_batch = current_app.config["SETTINGS"].max_batch
+    if not parts:
+        raise BadRequest("give ids as ?ids=1,2,3")
+    if len(parts) > max_batch:
+        raise BadRequest(f"at most {max_batch} ids at once, not {len(parts)}")
+    ids = [parse_expression_id(p.strip()) for p in parts]
+    with connection() as conn:
+        found = {r[0]: r[1:] for r in conn.execute(SELECT_OUTCOMES, (ids,))}
+    results = []
+    for task_id in ids:
+        if task_id in found:
+            results.append(outcome_json(task_id, *found[task_id]))
+        else:
+            results.append({"expression_id": task_id, "status": "unknown",
+                            "msg": f"no expression with id {task_id}"})
+    return jsonify({"results": results})
+
+
+def _wait_seconds() -> float:
+    raw = request.args.get("wait")
+    if raw is None:
+        return 0.0
+    max_wait = current_app.config["SETTINGS"].max_wait
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= max_wait:  # also refuses nan
+        raise BadRequest(f"wait must be a number of seconds from 0 to {max_wait:g}, not {raw[:40]!r}")
+    return seconds
 
 
 def parse_expression_id(text: str) -> int:
@@ -50,11 +158,9 @@ def parse_expression_id(text: str) -> int:
     return int(digits)
 
 
-def outcome_response(task_id: int, status: str, result, error):
+def outcome_json(task_id: int, status: str, result, error) -> dict:
     if status == "done":
-        return jsonify({"expression_id": task_id, "status": "done", "result": result})
+        return {"expression_id": task_id, "status": "done", "result": result}
     if status == "error":
-        return jsonify({"expression_id": task_id, "status": "error", "msg": error})
-    response = jsonify({"expression_id": task_id, "status": "pending"})
-    response.status_code = 202
-    return response
+        return {"expression_id": task_id, "status": "error", "msg": error}
+    return {"expression_id": task_id, "status": "pending"}

@@ -79,11 +79,15 @@ class ApiSettings:
     pool_min_size: int = 1
     pool_max_size: int = 10
     db_timeout: float = 5.0               # seconds to wait for a connection or a statement
+    max_wait: float = 30.0                # longest ?wait= a client may ask for, seconds
+    max_batch: int = 1000                 # items in one bulk submit or bulk read
     limits: ExpressionLimits = ExpressionLimits()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ApiSettings":
         return cls(
+            max_wait=_number(environ, "RESULT_MAX_WAIT", cls.max_wait, float, minimum=0),
+            max_batch=_number(environ, "MAX_BATCH", cls.max_batch, minimum=1),
             max_content_length=_number(environ, "MAX_CONTENT_LENGTH", cls.max_content_length, minimum=1),
             pool_min_size=_number(environ, "POOL_MIN_SIZE", cls.pool_min_size, minimum=0),
             pool_max_size=_number(environ, "POOL_MAX_SIZE", cls.pool_max_size, minimum=1),

@@ -95,6 +95,7 @@ def app(api_url, db):
     from api import create_app
     app = create_app({"DATABASE_URL": api_url, "TESTING": True})
     yield app
+    app.extensions["result_waiter"].close()
     app.extensions["pool"].close()
 
 

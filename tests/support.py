@@ -84,6 +84,17 @@ class CalculatorProcess:
                 continue
         return pids
 
+    def busy_evaluator_pids(self) -> list[int]:
+        """Evaluation processes on the CPU now (state R): calculating a task."""
+        busy = []
+        for pid in self.evaluator_pids():
+            try:
+                if "State:\tR" in Path(f"/proc/{pid}/status").read_text():
+                    busy.append(pid)
+            except FileNotFoundError:
+                continue
+        return busy
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -122,8 +122,7 @@ def test_a_killed_evaluation_process_costs_one_attempt_not_the_task(db, calculat
     calc = calculators(num_processes=1)
     task_id = insert(db, SLOW)
     wait_for(lambda: db.execute("SELECT attempts FROM tasks").fetchone()[0] == 1)
-    victim = wait_for(calc.evaluator_pids)[0]
-    time.sleep(0.2)  # let it get into the calculation
+    victim = wait_for(calc.busy_evaluator_pids, message="the task to be calculated")[0]
     os.kill(victim, signal.SIGKILL)
     assert wait_done(db, [task_id], timeout=60)[task_id] == ("done", 300000.0, None)
     assert db.execute("SELECT attempts FROM tasks").fetchone()[0] == 2
@@ -185,3 +184,40 @@ def test_sigterm_hands_back_what_is_held_and_exits_cleanly(db, calculators):
             assert error == "calculation timed out after 2 s"
         else:
             assert status == "done"
+
+
+def test_a_task_that_kills_every_process_that_tries_it_is_given_up(db, calculators):
+    calc = calculators(num_processes=1, max_attempts=3, queue_wait_time=60)
+    task_id = insert(db, SLOW)
+    for attempt in (1, 2, 3):
+        wait_for(lambda: db.execute("SELECT attempts FROM tasks").fetchone()[0] == attempt,
+                 timeout=30, message=f"attempt {attempt}")
+        victim = wait_for(calc.busy_evaluator_pids, message="the task to be calculated")[0]
+        os.kill(victim, signal.SIGKILL)
+    status, result, error = wait_done(db, [task_id], timeout=30)[task_id]
+    assert status == "error"
+    assert error == "gave up after 3 attempts: the evaluation process died every time"
+    assert calc.process.poll() is None
+
+
+@pytest.mark.parametrize("expression", [
+    "fac(" * 1999 + "9" + ")" * 1999,       # factorials of factorials, at the length cap
+    "9^" * 4999 + "9",                       # a tower of powers
+])
+def test_runaways_at_the_length_cap_are_stopped_within_the_timeout(db, calculators, expression):
+    assert len(expression) <= 10_000
+    calculators(calculation_timeout=1)
+    task_id = insert(db, expression)
+    quick = insert(db, "6*7")
+    results = wait_done(db, [task_id, quick], timeout=30)
+    assert results[task_id] == ("error", None, "calculation timed out after 1 s")
+    assert results[quick] == ("done", 42, None)
+    took = db.execute("SELECT extract(epoch FROM finished_at - created_at) FROM tasks WHERE id = %s",
+                      (task_id,)).fetchone()[0]
+    assert took < 1 + 5, f"stopped after {took} s"
+
+
+def test_deep_nesting_at_the_length_cap_is_just_calculated(db, calculators):
+    calculators()
+    task_id = insert(db, "(" * 4999 + "1" + ")" * 4999)
+    assert wait_done(db, [task_id])[task_id] == ("done", 1, None)

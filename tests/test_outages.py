@@ -108,6 +108,7 @@ def test_the_api_answers_503_quickly_while_the_database_is_down_and_recovers(clu
     finally:
         server.shutdown()
         thread.join()
+        app.extensions["result_waiter"].close()
         app.extensions["pool"].close()
         if not (Path(cluster.data_dir) / "postmaster.pid").exists():
             cluster.start_server()

@@ -32,6 +32,7 @@ from core.logs import format_ids
 from core.migrations import check_schema
 from core.settings import CalculatorSettings
 from worker.evaluators import EvaluatorPool
+from worker.registry import HEARTBEAT_SECONDS, Registration
 from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend_leases,
                                release_tasks, store_results)
 
@@ -47,6 +48,8 @@ class Calculator:
         self.settings = settings
         self.url = url
         self.pool = EvaluatorPool(settings)
+        self.registration = Registration(settings)
+        self.next_heartbeat = 0.0
         self.listen_conn: psycopg.Connection | None = None
         self.work_conn: psycopg.Connection | None = None
 
@@ -79,6 +82,7 @@ class Calculator:
                 self._step()
         finally:
             self.pool.stop()
+            self._deregister()
             self._disconnect()
         log.info("calculator stopped")
         return 0
@@ -140,6 +144,9 @@ class Calculator:
                          " (their evaluation process died)" if count_attempt else "")
                 pending.clear()
         now = time.monotonic()
+        if now >= self.next_heartbeat:
+            self.registration.heartbeat(conn)
+            self.next_heartbeat = now + HEARTBEAT_SECONDS
         if now >= self.next_lease_extension:
             held = self.pool.held_tasks() + [o.task for o in self.unstored]
             if held:
@@ -201,7 +208,7 @@ class Calculator:
         if self.stopping or (self.work_conn is not None and (
                 self.unstored or self.to_release or self.to_release_counted)):
             return 0.0 if not self.pool.busy() else 0.05
-        wake_at = [self.next_lease_extension]
+        wake_at = [self.next_lease_extension, self.next_heartbeat]
         if self.work_conn is None:
             wake_at.append(self.next_reconnect)
         else:
@@ -219,6 +226,7 @@ class Calculator:
         self.listen_conn.execute(f"LISTEN {TASKS_CHANNEL}")
         # Anything inserted while we were not listening is found by one poll.
         self.work_expected = True
+        self.next_heartbeat = 0.0
 
     def _connect_at_start(self) -> None:
         delay = BACKOFF_FIRST
@@ -232,6 +240,13 @@ class Calculator:
                               str(error).strip().splitlines()[0])
                 time.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+
+    def _deregister(self) -> None:
+        if self.work_conn is not None:
+            try:
+                self.registration.deregister(self.work_conn)
+            except psycopg.OperationalError:
+                pass  # its heartbeat expires instead
 
     def _disconnect(self) -> None:
         for conn in (self.listen_conn, self.work_conn):

@@ -6,6 +6,11 @@
 -- stored outcome the only one, ever. The ids actually stored are returned,
 -- so the caller can log the stale ones.
 --
+-- The ids stored are announced on the results_stored channel, for API
+-- processes with clients waiting on a result (GET /api/result/<id>?wait=).
+-- A payload is limited to 8000 bytes: a batch too large to list says '*',
+-- "check everything you wait for".
+--
 -- Parameters are parallel arrays: ids, lease tokens, results (JSON text or
 -- NULL) and errors (text or NULL).
 WITH outcome AS (
@@ -22,5 +27,10 @@ stored AS (
     FROM outcome o
     WHERE t.id = o.id AND t.lease_token = o.lease_token AND t.status = 'pending'
     RETURNING t.id
+),
+announced AS (
+    SELECT pg_notify('results_stored', CASE WHEN length(ids) <= 7900 THEN ids ELSE '*' END)
+    FROM (SELECT string_agg(id::text, ',') AS ids FROM stored) AS batch
+    WHERE ids IS NOT NULL
 )
-SELECT id FROM stored
+SELECT id FROM stored, (SELECT count(*) FROM announced) AS notified

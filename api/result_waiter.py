@@ -1,0 +1,119 @@
+"""Waiting for results without polling: GET /api/result/<id>?wait=S.
+
+Each API process holds one LISTEN connection on results_stored (the
+Calculator NOTIFYs the ids it stores) in a background thread, and wakes the
+request threads waiting on those ids. A waiting request holds no database
+connection while it waits; it uses the pool only to re-read its row when
+woken (or every second, which also covers a notification lost while the
+listener was reconnecting).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+
+import psycopg
+
+from core.database import connect
+
+log = logging.getLogger("api.waiter")
+
+CHANNEL = "results_stored"
+RECHECK_SECONDS = 1.0
+
+
+class ResultWaiter:
+    def __init__(self, url: str):
+        self.url = url
+        self._lock = threading.Lock()
+        self._waiting: dict[int, set[threading.Event]] = defaultdict(set)
+        self._thread: threading.Thread | None = None
+        self._pid = None
+        self._stop = threading.Event()
+
+    def register(self, task_id: int) -> threading.Event:
+        self._ensure_listening()
+        event = threading.Event()
+        with self._lock:
+            self._waiting[task_id].add(event)
+        return event
+
+    def unregister(self, task_id: int, event: threading.Event) -> None:
+        with self._lock:
+            events = self._waiting.get(task_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._waiting[task_id]
+
+    def waiting_count(self) -> int:
+        with self._lock:
+            return sum(len(events) for events in self._waiting.values())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _ensure_listening(self) -> None:
+        # Threads do not survive a fork: a gunicorn worker starts its own.
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._listen, name="result-waiter", daemon=True)
+                self._thread.start()
+
+    def _listen(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                with connect(self.url, application_name="calculator-api-waiter") as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.1
+                    self._wake_all()  # anything stored while we were not listening
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=1.0):
+                            self._wake(notify.payload)
+            except psycopg.OperationalError as error:
+                log.warning("result listener lost its connection (%s); waiters fall back to "
+                            "re-reading every %s s", str(error).strip().splitlines()[0] if str(error).strip() else error,
+                            RECHECK_SECONDS)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _wake(self, payload: str) -> None:
+        if payload == "*":
+            self._wake_all()
+            return
+        with self._lock:
+            for part in payload.split(","):
+                for event in self._waiting.get(int(part), ()):
+                    event.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            for events in self._waiting.values():
+                for event in events:
+                    event.set()
+
+
+def wait_for_outcome(waiter: ResultWaiter, task_id: int, seconds: float, read_outcome):
+    """read_outcome() until it is no longer pending or seconds have passed."""
+    deadline = time.monotonic() + seconds
+    event = waiter.register(task_id)
+    try:
+        row = read_outcome()  # stored between the first read and register?
+        while row is not None and row[0] == "pending":
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            event.wait(min(left, RECHECK_SECONDS))
+            event.clear()
+            row = read_outcome()
+        return row
+    finally:
+        waiter.unregister(task_id, event)
