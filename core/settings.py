@@ -29,6 +29,13 @@ def _number(environ: Mapping[str, str], name: str, default, kind=int, minimum=No
     return value
 
 
+def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = environ.get(name, "").strip().lower() or default
+    if raw not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class ExpressionLimits:
     """What the API accepts, and what the Calculator accepts from psql."""
@@ -53,6 +60,12 @@ class CalculatorSettings:
     lease_seconds: float = 30.0        # a claim is extended while held; another may take it after this
     max_attempts: int = 5              # claims before a task that keeps killing its process gets an error
     memory_limit_mb: int = 512         # address-space cap of each evaluation process
+    # Durability of claims and stored outcomes (PostgreSQL's synchronous_commit
+    # for the Calculator's own session). "off" saves a WAL flush wait on every
+    # claim and store; a database crash may then lose the last fraction of a
+    # second of them, and those tasks are simply calculated again (outcomes
+    # are deterministic). "on" for strict durability.
+    synchronous_commit: str = "off"
     limits: ExpressionLimits = ExpressionLimits()
 
     @classmethod
@@ -65,6 +78,8 @@ class CalculatorSettings:
             lease_seconds=_number(environ, "LEASE_SECONDS", cls.lease_seconds, float, minimum=0.1),
             max_attempts=_number(environ, "MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             memory_limit_mb=_number(environ, "MEMORY_LIMIT_MB", cls.memory_limit_mb, minimum=0),
+            synchronous_commit=_choice(environ, "SYNCHRONOUS_COMMIT", cls.synchronous_commit,
+                                       ("on", "off", "local", "remote_write", "remote_apply")),
             limits=ExpressionLimits.from_env(environ),
         )
         return settings

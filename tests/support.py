@@ -53,8 +53,8 @@ class CalculatorProcess:
 
     def __init__(self, database_url: str, log_path: Path, **settings):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(DATABASE_URL=database_url, PYTHONPATH=str(ROOT), LOG_LEVEL="INFO",
-                   **{k.upper(): str(v) for k, v in settings.items()})
+        env.update(DATABASE_URL=database_url, PYTHONPATH=str(ROOT), LOG_LEVEL="INFO")
+        env.update({k.upper(): str(v) for k, v in settings.items()})
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,

@@ -214,3 +214,15 @@ def _combine(children):
 def test_integer_arithmetic_matches_its_tree(tree):
     text, expected = tree
     assert calc(text) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("*^%/+-|=!<>inotadxr \u2219\u20221(")), min_size=1, max_size=8))
+def test_the_fast_operator_scan_answers_as_the_library_does(text):
+    from py_expression_eval import Parser
+    from core.expression import _Parser
+    ours, theirs = _Parser(), Parser()
+    for parser in (ours, theirs):
+        parser.expression, parser.pos, parser.tokenprio, parser.tokenindex = text, 0, None, None
+    assert ours.isOperator() == theirs.isOperator()
+    assert (ours.pos, ours.tokenprio, ours.tokenindex) == (theirs.pos, theirs.tokenprio, theirs.tokenindex)

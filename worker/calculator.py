@@ -222,6 +222,8 @@ class Calculator:
 
     def _connect(self) -> None:
         self.work_conn = connect(self.url, application_name="calculator")
+        self.work_conn.execute("SELECT set_config('synchronous_commit', %s, false)",
+                               (self.settings.synchronous_commit,))
         self.listen_conn = connect(self.url, application_name="calculator-listen")
         self.listen_conn.execute(f"LISTEN {TASKS_CHANNEL}")
         # Anything inserted while we were not listening is found by one poll.
