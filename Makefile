@@ -36,3 +36,6 @@ compose-smoke:
 
 chaos: venv
 	$(PY) -m tests.chaos --expressions 5000 --fault-seconds 60
+
+bench: venv
+	$(PY) -m bench.run

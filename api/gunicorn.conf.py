@@ -16,3 +16,6 @@ graceful_timeout = 5
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
+# GET /api/results?ids=... carries the ids in the request line (the most
+# gunicorn allows: about 1,000 short ids).
+limit_request_line = 8190

@@ -1,0 +1,175 @@
+"""The API under load: gunicorn with the production config, a load generator
+of our own on loopback (processes with keep-alive connections), and the same
+server config serving a trivial Flask endpoint as the ceiling."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.common import JOB, JOB_VARIABLES, WORKDIR, percentiles
+from tests.http_client import request
+from tests.support import ROOT, wait_for
+from tools.pgcluster import free_port
+
+
+@contextmanager
+def gunicorn(url: str, app: str | None = None, **env):
+    """The API (or another WSGI app) under api/gunicorn.conf.py on a free port."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    environ.update(DATABASE_URL=url, BIND=f"127.0.0.1:{port}", PYTHONPATH=str(ROOT),
+                   LOG_LEVEL="WARNING", **env)
+    command = [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py"]
+    if app:
+        command.append(app)
+    log = open(WORKDIR / f"gunicorn-{port}.log", "ab")
+    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(base), timeout=30, interval=0.05, message="gunicorn")
+        yield base, process
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def _answers(base: str) -> bool:
+    try:
+        return request(base, "GET", "/healthz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+def _client(base: str, method: str, paths: list[str], body: bytes | None, seconds: float, queue) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    latencies, errors, n = [], 0, 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        conn.request(method, paths[n % len(paths)], body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status >= 500:
+            errors += 1
+        latencies.append(time.perf_counter() - started)
+        n += 1
+    conn.close()
+    queue.put((latencies, errors))
+
+
+def load(base: str, method: str, paths: list[str], body: bytes | None, clients: int,
+         seconds: float) -> dict:
+    """clients connections, each one request at a time, for seconds: with
+    wrk (Debian's package) when it is installed, else our Python client
+    (which costs the server more CPU on a small machine)."""
+    if shutil.which("wrk"):
+        return _wrk(base, method, paths, body, clients, seconds)
+    return _python_load(base, method, paths, body, clients, seconds)
+
+
+_WRK_SCRIPT = """
+local paths = {%s}
+local n = 0
+wrk.method = "%s"
+wrk.headers["Content-Type"] = "application/json"
+%s
+request = function()
+  n = n + 1
+  return wrk.format(nil, paths[(n %% #paths) + 1])
+end
+"""
+
+
+def _wrk(base, method, paths, body, clients, seconds) -> dict:
+    script = WORKDIR / "wrk.lua"
+    body_line = f"wrk.body = {json.dumps(body.decode())}" if body else ""
+    script.write_text(_WRK_SCRIPT % (", ".join(json.dumps(p) for p in paths), method, body_line))
+    output = subprocess.run(
+        ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency",
+         "-s", str(script), base], check=True, capture_output=True, text=True).stdout
+    figures = {"tool": "wrk", "server_errors": 0}
+    for line in output.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            figures["requests_per_second"] = float(words[1])
+        elif len(words) == 2 and words[0] in ("50%", "99%"):
+            figures["p50_ms" if words[0] == "50%" else "p99_ms"] = _ms(words[1])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            figures["non_2xx"] = int(words[-1])
+    return figures
+
+
+def _ms(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def _python_load(base, method, paths, body, clients, seconds) -> dict:
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=_client, args=(base, method, paths, body, seconds, queue))
+               for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    latencies = [x * 1000 for lat, _ in results for x in lat]
+    figures = percentiles(latencies)
+    return {"tool": "python", "requests_per_second": len(latencies) / seconds, "p50_ms": figures["p50"],
+            "p99_ms": figures["p99"], "server_errors": sum(e for _, e in results)}
+
+
+SUBMISSION = json.dumps({"expression": JOB, "variables": JOB_VARIABLES}).encode()
+
+
+def api_load(url: str, clients: int, seconds: float) -> dict:
+    """POST /api/expression, GET /api/result/<id>, and the trivial ceiling."""
+    figures = {}
+    with gunicorn(url) as (base, _):
+        figures["post_expression"] = load(base, "POST", ["/api/expression"], SUBMISSION, clients, seconds)
+        paths = [f"/api/result/{i}" for i in range(1, 1001)]
+        figures["get_result"] = load(base, "GET", paths, None, clients, seconds)
+    with gunicorn(url, app="bench.trivial_app:app") as (base, _):
+        figures["trivial_flask"] = load(base, "GET", ["/healthz"], None, clients, seconds)
+    return figures
+
+
+def pgbench_insert_tps(cluster, clients: int, seconds: int, trigger: bool = True) -> float:
+    """The database's own ceiling for single-row INSERTs into tasks."""
+    script = Path(WORKDIR) / "insert.sql"
+    script.write_text("INSERT INTO tasks (expression, variables) VALUES "
+                      f"('{JOB}', '{json.dumps(JOB_VARIABLES)}');\n")
+    os.chmod(WORKDIR, 0o755)
+    os.chmod(script, 0o644)
+    import psycopg
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE tasks {'ENABLE' if trigger else 'DISABLE'} TRIGGER tasks_inserted_notify")
+    try:
+        output = subprocess.run(
+            [str(cluster.bindir / "pgbench"), "-n", "-h", str(cluster.socket_dir), "-p", str(cluster.port),
+             "-U", "postgres", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
+             "-f", str(script), "postgres"],
+            check=True, capture_output=True, text=True).stdout
+    finally:
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_inserted_notify")
+    for line in output.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise RuntimeError(f"no tps in pgbench output:\n{output}")

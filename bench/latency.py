@@ -1,0 +1,91 @@
+"""Latency insert -> result, one task at a time at a steady rate.
+
+Measured from database timestamps: created_at (clock_timestamp() when the row
+is inserted) to finished_at (clock_timestamp() in the statement that stores
+the outcome). Both are taken inside their transactions, so the figure
+includes the insert's commit but not the store's commit, which takes about
+as long: it is insert-committed to result-committed within a commit's time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import psycopg
+
+from bench.common import JOB, JOB_VARIABLES, percentiles, reset, start_calculator, wait_drained
+from tests.http_client import request
+
+
+def paced(rate: float, seconds: float):
+    """Yield at rate per second for seconds, without drifting."""
+    interval = 1.0 / rate
+    started = time.perf_counter()
+    for n in range(int(rate * seconds)):
+        delay = started + n * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield n
+
+
+def database_latencies_ms(conn: psycopg.Connection) -> list[float]:
+    rows = conn.execute("SELECT extract(epoch FROM finished_at - created_at) * 1000 FROM tasks "
+                        "WHERE status = 'done' ORDER BY id").fetchall()
+    return [float(r[0]) for r in rows]
+
+
+def sql_latency(url: str, conn: psycopg.Connection, rate: float, seconds: float,
+                notify: bool = True, **settings) -> dict:
+    reset(conn)
+    if not notify:
+        conn.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_inserted_notify")
+        settings.setdefault("queue_wait_time", 1)
+    calc = start_calculator(url, **settings)
+    try:
+        with psycopg.connect(url, autocommit=True) as inserter:
+            for _ in paced(rate, seconds):
+                inserter.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
+                                 (JOB, json.dumps(JOB_VARIABLES)), prepare=True)
+        wait_drained(conn)
+    finally:
+        calc.stop()
+        conn.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_inserted_notify")
+    return percentiles(database_latencies_ms(conn))
+
+
+def http_latency(url: str, conn: psycopg.Connection, api_base: str, rate: float, seconds: float,
+                 **settings) -> dict:
+    """Submit over HTTP, then GET ?wait= until the result: the client's view."""
+    reset(conn)
+    calc = start_calculator(url, **settings)
+    client_ms = []
+    try:
+        body = json.dumps({"expression": JOB, "variables": JOB_VARIABLES})
+        for _ in paced(rate, seconds):
+            started = time.perf_counter()
+            status, _, answer = request(api_base, "POST", "/api/expression", body,
+                                        {"Content-Type": "application/json"})
+            assert status == 202, answer
+            status, _, outcome = request(api_base, "GET", f"/api/result/{answer['expression_id']}?wait=5")
+            assert status == 200 and outcome["status"] == "done", outcome
+            client_ms.append((time.perf_counter() - started) * 1000)
+        wait_drained(conn)
+    finally:
+        calc.stop()
+    return {"client": percentiles(client_ms), "database": percentiles(database_latencies_ms(conn))}
+
+
+class Inserter(threading.Thread):
+    """Steady single-row inserts in the background (used by the memory run)."""
+
+    def __init__(self, url: str, rate: float, seconds: float):
+        super().__init__(daemon=True)
+        self.url, self.rate, self.seconds = url, rate, seconds
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for _ in paced(self.rate, self.seconds):
+                conn.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
+                             (JOB, json.dumps(JOB_VARIABLES)))
