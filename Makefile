@@ -39,3 +39,9 @@ chaos: venv
 
 bench: venv
 	$(PY) -m bench.run
+
+PEERS_VENV := bench/.venv-peers
+bench-peers:
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements-peers.txt
+	$(PEERS_VENV)/bin/python -m bench.peers
