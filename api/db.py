@@ -5,6 +5,10 @@ gets it, so the API recovers by itself when PostgreSQL comes back."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
+import time
+import weakref
 from typing import Iterator
 
 import psycopg
@@ -13,6 +17,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from core.database import connect
 from core.migrations import check_schema
+
+log = logging.getLogger("api")
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -26,13 +32,17 @@ def init_app(app: Flask) -> None:
     def configure(conn: psycopg.Connection) -> None:
         # Bounded statements: a request never waits on the database for longer.
         conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(timeout_ms),))
+        # We send the tasks_inserted NOTIFY ourselves, after each insert's
+        # commit (see notify_tasks_inserted and sql/004_notify_after_commit.sql).
+        conn.execute("SELECT set_config('calculator.notify_after_commit', 'on', false)")
 
     app.extensions["pool"] = ConnectionPool(
         app.config["DATABASE_URL"],
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         timeout=settings.db_timeout,
-        check=ConnectionPool.check_connection,
+        check=_check_unless_just_used,
+        reset=_note_returned,
         configure=configure,
         kwargs={
             "autocommit": True,
@@ -45,6 +55,38 @@ def init_app(app: Flask) -> None:
     if app.config["CHECK_SCHEMA"]:
         with connect(app.config["DATABASE_URL"], application_name="calculator-api") as conn:
             check_schema(conn)
+
+
+# A connection handed back less than this long ago worked a moment ago: the
+# check (one round trip, a quarter of a submission's) is skipped for it. One
+# that broke in use is discarded by the pool when it comes back, and one that
+# broke since is found by the request, which answers 503 once.
+JUST_USED_SECONDS = 1.0
+_returned_at: "weakref.WeakKeyDictionary[psycopg.Connection, float]" = weakref.WeakKeyDictionary()
+_returned_lock = threading.Lock()
+
+
+def _note_returned(conn: psycopg.Connection) -> None:
+    with _returned_lock:
+        _returned_at[conn] = time.monotonic()
+
+
+def _check_unless_just_used(conn: psycopg.Connection) -> None:
+    with _returned_lock:
+        returned = _returned_at.get(conn)
+    if returned is None or time.monotonic() - returned >= JUST_USED_SECONDS:
+        ConnectionPool.check_connection(conn)
+
+
+def notify_tasks_inserted(conn: psycopg.Connection) -> None:
+    """Wake the Calculators for what this connection has just committed.
+    A transaction of its own, so that the insert's commit did not hold the
+    notification lock; if it fails, the task is found by the next poll."""
+    try:
+        conn.execute("SELECT pg_notify('tasks_inserted', '')", prepare=True)
+    except psycopg.Error as error:
+        log.warning("could not notify the Calculators (%s); the fallback poll will find the task",
+                    str(error).strip().splitlines()[0] if str(error).strip() else error)
 
 
 def get_pool() -> ConnectionPool:

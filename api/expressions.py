@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from api.db import connection
+from api.db import connection, notify_tasks_inserted
 from api.errors import BadRequest
 from api.request_body import json_object
 from api.result_waiter import wait_for_outcome
@@ -49,6 +49,7 @@ def submit_expression():
     expression, variables = checked_submission(body)
     with connection() as conn:
         (task_id,) = conn.execute(INSERT_TASK, (expression, variables), prepare=True).fetchone()
+        notify_tasks_inserted(conn)
     response = jsonify({"expression_id": task_id})
     response.status_code = 202
     response.headers["Location"] = url_for("expressions.get_result", expression_id=task_id)
@@ -77,6 +78,7 @@ def submit_expressions():
         return response
     with connection() as conn:
         rows = conn.execute(INSERT_TASKS, ([e for e, _ in accepted], [v for _, v in accepted])).fetchall()
+        notify_tasks_inserted(conn)
     response = jsonify({"expression_ids": sorted(row[0] for row in rows)})
     response.status_code = 202
     return response

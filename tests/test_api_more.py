@@ -189,3 +189,13 @@ def test_openapi_examples_are_valid_requests(client, db):
                 assert response.status_code == 202, (path, name, response.json)
     served = client.get("/api/openapi.json")
     assert served.status_code == 200 and served.json == spec
+
+
+def test_submissions_through_the_api_wake_the_calculators(client, db, database_url):
+    import psycopg
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN tasks_inserted")
+        assert client.post("/api/expression", json={"expression": "1"}).status_code == 202
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
+        assert client.post("/api/expressions", json={"items": [{"expression": "1"}]}).status_code == 202
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1

@@ -164,3 +164,16 @@ def test_one_notification_per_insert_statement(db, database_url):
         insert(db, "1")
         received = list(listener.notifies(timeout=1.0, stop_after=3))
     assert [n.channel for n in received] == ["tasks_inserted", "tasks_inserted"]
+
+
+def test_a_session_that_notifies_after_commit_is_not_notified_for_by_the_trigger(db, database_url):
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN tasks_inserted")
+        db.execute("SET calculator.notify_after_commit = on")
+        insert(db, "1")
+        assert list(listener.notifies(timeout=0.3)) == []
+        db.execute("SELECT pg_notify('tasks_inserted', '')")
+        assert len(list(listener.notifies(timeout=1, stop_after=1))) == 1
+        db.execute("RESET calculator.notify_after_commit")
+        insert(db, "2")
+        assert len(list(listener.notifies(timeout=1, stop_after=1))) == 1
