@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from http.client import HTTPConnection
+from urllib.parse import urlsplit
 
 import psycopg
 
 from bench.common import JOB, JOB_VARIABLES, percentiles, reset, start_calculator, wait_drained
-from tests.http_client import request
 
 
 def paced(rate: float, seconds: float):
@@ -57,22 +58,29 @@ def sql_latency(url: str, conn: psycopg.Connection, rate: float, seconds: float,
 
 def http_latency(url: str, conn: psycopg.Connection, api_base: str, rate: float, seconds: float,
                  **settings) -> dict:
-    """Submit over HTTP, then GET ?wait= until the result: the client's view."""
+    """Submit over HTTP, then GET ?wait= until the result: the client's view,
+    with one keep-alive connection as a real client would hold."""
     reset(conn)
     calc = start_calculator(url, **settings)
     client_ms = []
+    parts = urlsplit(api_base)
+    http = HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
         body = json.dumps({"expression": JOB, "variables": JOB_VARIABLES})
         for _ in paced(rate, seconds):
             started = time.perf_counter()
-            status, _, answer = request(api_base, "POST", "/api/expression", body,
-                                        {"Content-Type": "application/json"})
-            assert status == 202, answer
-            status, _, outcome = request(api_base, "GET", f"/api/result/{answer['expression_id']}?wait=5")
-            assert status == 200 and outcome["status"] == "done", outcome
+            http.request("POST", "/api/expression", body, {"Content-Type": "application/json"})
+            response = http.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == 202, answer
+            http.request("GET", f"/api/result/{answer['expression_id']}?wait=5")
+            response = http.getresponse()
+            outcome = json.loads(response.read())
+            assert response.status == 200 and outcome["status"] == "done", outcome
             client_ms.append((time.perf_counter() - started) * 1000)
         wait_drained(conn)
     finally:
+        http.close()
         calc.stop()
     return {"client": percentiles(client_ms), "database": percentiles(database_latencies_ms(conn))}
 

@@ -297,7 +297,13 @@ class ChaosRun:
             if status != 200 or not _same(got, expected):
                 broken.append(f"id {task_id}: API says {status} {body}, expected {expected}")
         for calc in self.calculators + self.retired:
-            self.figures.stale_discarded += calc.log().count("discarded stale results")
+            log = calc.log()
+            self.figures.stale_discarded += log.count("discarded stale results")
+            if "Traceback" in log:
+                broken.append(f"calculator pid {calc.pid} crashed:\n{log[log.index('Traceback'):][:1500]}")
+        for calc in self.calculators:
+            if calc.process.poll() is not None:
+                broken.append(f"calculator pid {calc.pid} exited on its own with code {calc.process.returncode}")
         return broken
 
 

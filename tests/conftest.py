@@ -14,7 +14,7 @@ from psycopg.conninfo import make_conninfo
 from werkzeug.serving import make_server
 
 from core.migrations import apply_migrations
-from tests.support import CalculatorProcess, insert, outcome, wait_done, wait_for  # noqa: F401
+from tests.support import Calculators, insert, outcome, wait_done, wait_for  # noqa: F401
 from tools.pgcluster import LocalPostgres
 
 
@@ -72,21 +72,9 @@ def db(database_url):
 def calculators(worker_url, tmp_path, db):
     """start(**settings) runs a Calculator against the test database, with
     the least-privileged calculator_worker role."""
-    started: list[CalculatorProcess] = []
-
-    def start(url: str | None = None, wait: bool = True, **settings) -> CalculatorProcess:
-        calc = CalculatorProcess(url or worker_url, tmp_path / f"calculator-{len(started)}.log",
-                                 **settings)
-        started.append(calc)
-        if wait:
-            calc.wait_started()
-        return calc
-
-    yield start
-    for calc in started:
-        if calc.process.poll() is None:
-            calc.kill()
-        calc._log.close()
+    started = Calculators(worker_url, tmp_path)
+    yield started
+    started.close()
 
 
 @pytest.fixture

@@ -106,3 +106,35 @@ class CalculatorProcess:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+class Calculators:
+    """Starts Calculator processes (call it with settings) and kills what is
+    left of them at close()."""
+
+    def __init__(self, url: str, log_dir: Path):
+        self.url, self.log_dir, self.started = url, log_dir, []
+
+    def __call__(self, url: str | None = None, wait: bool = True, **settings) -> CalculatorProcess:
+        calc = CalculatorProcess(url or self.url, self.log_dir / f"calculator-{len(self.started)}.log",
+                                 **settings)
+        self.started.append(calc)
+        if wait:
+            calc.wait_started()
+        return calc
+
+    def close(self) -> None:
+        for calc in self.started:
+            if calc.process.poll() is None:
+                calc.kill()
+            calc._log.close()
+
+
+def run_in_threads(target: Callable[[], None], count: int) -> None:
+    """Run target in count threads at once and wait for all of them."""
+    import threading
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

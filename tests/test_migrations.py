@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 
 import psycopg
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from core.migrations import (SchemaError, apply_migrations, available_migrations,
                              check_schema, current_version, required_version)
 from tests.conftest import create_database
+from tests.support import run_in_threads
 
 
 @pytest.fixture
@@ -44,11 +44,7 @@ def test_two_migrators_started_together_do_not_race(empty_database):
         except Exception as error:  # pragma: no cover - the assertion shows it
             errors.append(error)
 
-    threads = [threading.Thread(target=migrate) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(migrate, 3)
     assert errors == []
     assert sorted(applied) == [0, 0, len(available_migrations())]
 

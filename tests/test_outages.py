@@ -13,7 +13,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from core.migrations import apply_migrations
-from tests.support import CalculatorProcess, insert, wait_done, wait_for
+from tests.support import CalculatorProcess, Calculators, insert, wait_done, wait_for
 from tests.http_client import request
 from tools.pgcluster import LocalPostgres
 
@@ -58,18 +58,9 @@ def conn(cluster):
 
 @pytest.fixture
 def calculator(cluster, conn, tmp_path):
-    started = []
-
-    def start(**settings):
-        calc = CalculatorProcess(cluster.url, tmp_path / f"calc-{len(started)}.log", **settings)
-        started.append(calc)
-        calc.wait_started()
-        return calc
-
-    yield start
-    for calc in started:
-        if calc.process.poll() is None:
-            calc.kill()
+    started = Calculators(cluster.url, tmp_path)
+    yield started
+    started.close()
 
 
 def _evaluators_idle(calc: CalculatorProcess) -> bool:

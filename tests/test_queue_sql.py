@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 
 import psycopg
 import pytest
 
-from tests.support import insert, outcome
+from tests.support import run_in_threads, insert, outcome
 from worker.task_queue import (Outcome, claim_tasks, extend_leases, release_tasks,
                                store_results)
 
@@ -60,11 +59,7 @@ def test_many_claimers_in_parallel_never_share_a_task(db, database_url):
                 mine += [t.id for t in tasks]
         claimed.append(mine)
 
-    threads = [threading.Thread(target=claimer) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(claimer, 6)
     everything = [task_id for mine in claimed for task_id in mine]
     assert sorted(everything) == list(range(1, 401))
 

@@ -64,8 +64,10 @@ class Evaluator:
         self.busy = False
 
     def send(self, tasks: list[Task]) -> None:
+        """Raises OSError if the child is gone (its tasks are then unanswered)."""
         self.chunk = tasks
         self.unanswered = {t.id: t for t in tasks}
+        self.progress[STARTED] = -1
         self.progress[CUTOFF] = len(tasks)
         self.busy = True
         self.conn.send([(t.id, t.expression, t.variables) for t in tasks])
@@ -143,7 +145,11 @@ class EvaluatorPool:
         while idle and self.queue:
             size = min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle)))
             chunk = [self.queue.popleft() for _ in range(size)]
-            idle.pop().send(chunk)
+            evaluator = idle.pop()
+            try:
+                evaluator.send(chunk)
+            except OSError:  # it died since the last select: the chunk goes back
+                self._on_death(evaluator)
 
     def connections(self) -> list[Connection]:
         return [e.conn for e in self.evaluators]
