@@ -3,7 +3,6 @@ processes) and of the API processes, before and after 100,000 tasks."""
 
 from __future__ import annotations
 
-import json
 
 import psycopg
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from bench import http_load, latency, memory, throughput
-from bench.common import database, summary
+from bench.common import database
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 RUNS = int(os.environ.get("BENCH_RUNS", "1" if QUICK else "3"))
@@ -63,7 +63,7 @@ def main() -> int:
         with psycopg.connect(url, autocommit=True) as conn:
             figures["postgres"] = conn.execute("SHOW server_version").fetchone()[0]
             print("throughput", flush=True)
-            tp = figures["throughput"] = {
+            figures["throughput"] = {
                 "raw_loop_evaluating": repeat("raw loop, evaluating", lambda: throughput.raw_loop_throughput(conn, TASKS, True)),
                 "raw_loop_not_evaluating": repeat("raw loop, no evaluation", lambda: throughput.raw_loop_throughput(conn, TASKS, False)),
                 "one_calculator": repeat("1 Calculator", lambda: throughput.calculators_throughput(url, conn, TASKS, 1, False)),

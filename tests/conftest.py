@@ -14,7 +14,7 @@ from psycopg.conninfo import make_conninfo
 from werkzeug.serving import make_server
 
 from core.migrations import apply_migrations
-from tests.support import Calculators, insert, outcome, wait_done, wait_for  # noqa: F401
+from tests.support import Calculators
 from tools.pgcluster import LocalPostgres
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -10,7 +9,7 @@ import time
 import pytest
 
 from api.openapi import load_spec
-from tests.http_client import post_json, request
+from tests.http_client import request
 from tests.support import insert, wait_for
 from worker.task_queue import Outcome, claim_tasks, store_results
 

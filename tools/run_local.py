@@ -154,7 +154,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        lock = _take_run_lock()  # noqa: F841 - held until we exit
+        run.lock = _take_run_lock()  # held until this process exits
         run.start()
         run.watch()
         print("stopping...", flush=True)
