@@ -10,7 +10,9 @@ help:
 	@echo "make run      start PostgreSQL (throwaway), migrations, API on :\$${PORT:-5000}, Calculators"
 	@echo "make test     run the test suite against a real PostgreSQL"
 	@echo "make migrate  apply migrations to DATABASE_URL"
-	@echo "make bench    run the benchmarks (see BENCHMARKS.md)"
+	@echo "make chaos    the long chaos run (5,000 expressions under faults)"
+	@echo "make bench    run the benchmarks (see BENCHMARKS.md); make bench-peers for PgQueuer/procrastinate"
+	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
 
 $(STAMP): requirements.txt requirements-test.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

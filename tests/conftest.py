@@ -15,7 +15,16 @@ from werkzeug.serving import make_server
 
 from core.migrations import apply_migrations
 from tests.support import Calculators
-from tools.pgcluster import LocalPostgres
+from tools.pgcluster import LocalPostgres, PostgresNotFound, find_bindir
+
+
+def pytest_sessionstart(session):
+    """Without a server to test against, say what to install in one line."""
+    if not os.environ.get("TEST_DATABASE_URL"):
+        try:
+            find_bindir()
+        except PostgresNotFound as error:
+            pytest.exit(f"make test: {error} (or set TEST_DATABASE_URL)", returncode=2)
 
 
 @pytest.fixture(scope="session")
