@@ -10,6 +10,7 @@ as long: it is insert-committed to result-committed within a commit's time.
 from __future__ import annotations
 
 import json
+import select
 import threading
 import time
 from http.client import HTTPConnection
@@ -97,3 +98,45 @@ class Inserter(threading.Thread):
             for _ in paced(self.rate, self.seconds):
                 conn.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
                              (JOB, json.dumps(JOB_VARIABLES)))
+
+
+# --- the floor: the least a Python process can do for this work ------------
+
+def raw_loop_latency(url: str, conn: psycopg.Connection, rate: float, seconds: float) -> dict:
+    """LISTEN, claim, evaluate in-process (no child processes, so no timeout
+    protection), store: what our Calculator's latency is to be compared with.
+    Its session has synchronous_commit off, like the Calculator's default."""
+    from py_expression_eval import Parser
+
+    from bench.throughput import RAW_CLAIM, RAW_STORE
+    reset(conn)
+    stop = threading.Event()
+    listening = threading.Event()
+
+    def loop():
+        with psycopg.connect(url, autocommit=True) as listen, psycopg.connect(url, autocommit=True) as work:
+            work.execute("SET synchronous_commit = off")
+            listen.execute("LISTEN tasks_inserted")
+            listening.set()
+            while not stop.is_set():
+                if not select.select([listen], [], [], 0.1)[0]:
+                    continue
+                list(listen.notifies(timeout=0))
+                rows = work.execute(RAW_CLAIM, prepare=True).fetchall()
+                if rows:
+                    results = [json.dumps(Parser().parse(e).evaluate(v)) for _, e, v in rows]
+                    work.execute(RAW_STORE, ([r[0] for r in rows], results), prepare=True)
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    listening.wait(10)
+    try:
+        with psycopg.connect(url, autocommit=True) as inserter:
+            for _ in paced(rate, seconds):
+                inserter.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
+                                 (JOB, json.dumps(JOB_VARIABLES)), prepare=True)
+        wait_drained(conn)
+    finally:
+        stop.set()
+        worker.join(10)
+    return percentiles(database_latencies_ms(conn))

@@ -74,6 +74,8 @@ def main() -> int:
             rate = 50
             lat = figures["latency"] = {
                 "sql_insert": repeat("SQL insert", lambda: latency.sql_latency(url, conn, rate, LATENCY_SECONDS)),
+                "raw_loop_in_process_floor": repeat(
+                    "raw loop, in-process (the floor)", lambda: latency.raw_loop_latency(url, conn, rate, LATENCY_SECONDS)),
                 "sql_insert_synchronous_commit_on": repeat(
                     "SQL insert, SYNCHRONOUS_COMMIT=on",
                     lambda: latency.sql_latency(url, conn, rate, LATENCY_SECONDS, synchronous_commit="on")),
