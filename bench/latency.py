@@ -32,6 +32,14 @@ def paced(rate: float, seconds: float):
         yield n
 
 
+def insert_paced(url: str, rate: float, seconds: float) -> None:
+    """One task at a time, rate per second, each insert its own transaction."""
+    with psycopg.connect(url, autocommit=True) as inserter:
+        for _ in paced(rate, seconds):
+            inserter.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
+                             (JOB, json.dumps(JOB_VARIABLES)), prepare=True)
+
+
 def database_latencies_ms(conn: psycopg.Connection) -> list[float]:
     rows = conn.execute("SELECT extract(epoch FROM finished_at - created_at) * 1000 FROM tasks "
                         "WHERE status = 'done' ORDER BY id").fetchall()
@@ -46,10 +54,7 @@ def sql_latency(url: str, conn: psycopg.Connection, rate: float, seconds: float,
         settings.setdefault("queue_wait_time", 1)
     calc = start_calculator(url, **settings)
     try:
-        with psycopg.connect(url, autocommit=True) as inserter:
-            for _ in paced(rate, seconds):
-                inserter.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
-                                 (JOB, json.dumps(JOB_VARIABLES)), prepare=True)
+        insert_paced(url, rate, seconds)
         wait_drained(conn)
     finally:
         calc.stop()
@@ -86,20 +91,6 @@ def http_latency(url: str, conn: psycopg.Connection, api_base: str, rate: float,
     return {"client": percentiles(client_ms), "database": percentiles(database_latencies_ms(conn))}
 
 
-class Inserter(threading.Thread):
-    """Steady single-row inserts in the background (used by the memory run)."""
-
-    def __init__(self, url: str, rate: float, seconds: float):
-        super().__init__(daemon=True)
-        self.url, self.rate, self.seconds = url, rate, seconds
-
-    def run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            for _ in paced(self.rate, self.seconds):
-                conn.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
-                             (JOB, json.dumps(JOB_VARIABLES)))
-
-
 # --- the floor: the least a Python process can do for this work ------------
 
 def raw_loop_latency(url: str, conn: psycopg.Connection, rate: float, seconds: float) -> dict:
@@ -131,10 +122,7 @@ def raw_loop_latency(url: str, conn: psycopg.Connection, rate: float, seconds: f
     worker.start()
     listening.wait(10)
     try:
-        with psycopg.connect(url, autocommit=True) as inserter:
-            for _ in paced(rate, seconds):
-                inserter.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
-                                 (JOB, json.dumps(JOB_VARIABLES)), prepare=True)
+        insert_paced(url, rate, seconds)
         wait_drained(conn)
     finally:
         stop.set()
