@@ -23,7 +23,7 @@ from core.migrations import apply_migrations
 from tools.pgcluster import LocalPostgres, PostgresNotFound
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = ROOT / ".run"
+RUN_DIR = Path(os.environ.get("RUN_DIR") or ROOT / ".run")  # lock file and logs
 
 
 class RunError(RuntimeError):
