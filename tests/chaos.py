@@ -91,6 +91,7 @@ class ChaosRun:
         self.retired: list[CalculatorProcess] = []
         self._lock = threading.Lock()
         self._started = 0
+        self.frozen: CalculatorProcess | None = None
 
     # --- the pieces -----------------------------------------------------
 
@@ -210,7 +211,9 @@ class ChaosRun:
                 self._sigterm_one()
                 sigtermed, last_fault = True, time.monotonic()
             elif now >= next_kill:
-                victim = self.rng.choice(self.calculators)
+                # Not the frozen one: it is to wake up late and be fenced off.
+                victim = self.rng.choice([c for c in self.calculators if c is not self.frozen]
+                                         or self.calculators)
                 victim.kill()
                 self.calculators.remove(victim)
                 self.retired.append(victim)
@@ -229,6 +232,7 @@ class ChaosRun:
         late, holding results for tasks others have taken over."""
         victim = self.rng.choice(self.calculators)
         os.kill(victim.pid, signal.SIGSTOP)
+        self.frozen = victim
         self.figures.calculators_frozen += 1
         lease = CALCULATOR_SETTINGS["lease_seconds"]
 
@@ -237,6 +241,7 @@ class ChaosRun:
                 os.kill(victim.pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+            self.frozen = None
         threading.Timer(lease + 1.5, thaw).start()
 
     def _kill_an_evaluator(self) -> bool:
@@ -255,7 +260,8 @@ class ChaosRun:
         return False
 
     def _sigterm_one(self) -> None:
-        victim = self.calculators.pop(0)
+        victim = next(c for c in self.calculators if c is not self.frozen)
+        self.calculators.remove(victim)
         started = time.monotonic()
         code = victim.stop(signal.SIGTERM, timeout=TIMEOUT + 30)
         self.figures.sigterm_exit_seconds = time.monotonic() - started
