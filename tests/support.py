@@ -84,15 +84,20 @@ class CalculatorProcess:
                 continue
         return pids
 
-    def busy_evaluator_pids(self) -> list[int]:
-        """Evaluation processes on the CPU now (state R): calculating a task."""
+    def busy_evaluator_pids(self, cpu_seconds: float = 0.05) -> list[int]:
+        """Evaluation processes calculating now: on the CPU (state R) and with
+        cpu_seconds of CPU behind them, which a child that is only starting
+        up, or answering, does not have."""
         busy = []
+        ticks = os.sysconf("SC_CLK_TCK")
         for pid in self.evaluator_pids():
             try:
-                if "State:\tR" in Path(f"/proc/{pid}/status").read_text():
-                    busy.append(pid)
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except FileNotFoundError:
                 continue
+            state, utime, stime = fields[0], int(fields[11]), int(fields[12])
+            if state == "R" and (utime + stime) / ticks >= cpu_seconds:
+                busy.append(pid)
         return busy
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:

@@ -205,9 +205,11 @@ class Calculator:
 
     def _wait_timeout(self) -> float:
         now = time.monotonic()
-        if self.stopping or (self.work_conn is not None and (
-                self.unstored or self.to_release or self.to_release_counted)):
-            return 0.0 if not self.pool.busy() else 0.05
+        if self.work_conn is not None and (self.unstored or self.to_release or self.to_release_counted):
+            return 0.0  # the next turn stores or releases them
+        if self.stopping:
+            # Short waits while handing back; children's answers wake us sooner.
+            return 0.05
         wake_at = [self.next_lease_extension, self.next_heartbeat]
         if self.work_conn is None:
             wake_at.append(self.next_reconnect)
