@@ -164,3 +164,12 @@ def test_health_and_readiness(client, db):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json["status"] == "ready"
+
+
+def test_an_unexpected_error_is_a_json_500_without_details(app, db):
+    def broken():
+        raise RuntimeError("secret internals")
+    app.add_url_rule("/broken", view_func=broken)
+    response = app.test_client().get("/broken")
+    assert response.status_code == 500
+    assert response.json == {"msg": "internal error"}

@@ -152,7 +152,8 @@ def test_a_late_calculators_result_is_discarded(db, calculators):
     wait_for(lambda: "claimed ids=" in late.log())
     os.kill(late.pid, signal.SIGSTOP)  # frozen: it cannot extend its lease
     try:
-        time.sleep(1.5)
+        wait_for(lambda: db.execute("SELECT process_at < now() FROM tasks WHERE id = %s",
+                                    (task_id,)).fetchone()[0], message="the lease to expire")
         calculators(lease_seconds=30)
         wait_done(db, [task_id], timeout=60)
     finally:
