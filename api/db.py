@@ -15,7 +15,7 @@ import psycopg
 from flask import Flask, current_app
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from core.database import connect
+from core.database import connect, error_summary
 from core.migrations import check_schema
 
 log = logging.getLogger("api")
@@ -86,7 +86,7 @@ def notify_tasks_inserted(conn: psycopg.Connection) -> None:
         conn.execute("SELECT pg_notify('tasks_inserted', '')", prepare=True)
     except psycopg.Error as error:
         log.warning("could not notify the Calculators (%s); the fallback poll will find the task",
-                    str(error).strip().splitlines()[0] if str(error).strip() else error)
+                    error_summary(error))
 
 
 def get_pool() -> ConnectionPool:

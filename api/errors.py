@@ -8,6 +8,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from api.db import DatabaseUnavailable
+from core.database import error_summary
 from core.expression import ExpressionError
 
 log = logging.getLogger("api")
@@ -38,8 +39,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(DatabaseUnavailable)
     def database_unavailable(error: DatabaseUnavailable):
-        log.warning("database unavailable path=%s error=%s", request.path,
-                    str(error).strip().splitlines()[0] if str(error).strip() else "")
+        log.warning("database unavailable path=%s error=%s", request.path, error_summary(error))
         response = error_response("database unavailable", 503)
         response.headers["Retry-After"] = "1"
         return response

@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify
 
 from api.db import connection
 from api.errors import error_response
-from core.migrations import current_version, required_version
+from core.migrations import SchemaError, check_schema
 
 blueprint = Blueprint("health", __name__)
 
@@ -19,9 +19,9 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    with connection() as conn:
-        have = current_version(conn)
-    need = required_version()
-    if have < need:
-        return error_response(f"schema is at version {have}, this API needs {need}", 503)
-    return jsonify({"status": "ready", "schema_version": have})
+    try:
+        with connection() as conn:
+            version = check_schema(conn)
+    except SchemaError as error:
+        return error_response(str(error), 503)
+    return jsonify({"status": "ready", "schema_version": version})

@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import psycopg
 
-from core.database import connect
+from core.database import connect, error_summary
 
 log = logging.getLogger("api.waiter")
 
@@ -80,7 +80,7 @@ class ResultWaiter:
                             self._wake(notify.payload)
             except psycopg.OperationalError as error:
                 log.warning("result listener lost its connection (%s); waiters fall back to "
-                            "re-reading every %s s", str(error).strip().splitlines()[0] if str(error).strip() else error,
+                            "re-reading every %s s", error_summary(error),
                             RECHECK_SECONDS)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 2.0)

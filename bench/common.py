@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,12 +86,3 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-class Timer:
-    def __enter__(self):
-        self.started = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.started

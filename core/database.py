@@ -20,6 +20,12 @@ def load_query(name: str) -> str:
     return (SQL_DIR / "queries" / f"{name}.sql").read_text()
 
 
+def error_summary(error: BaseException) -> str:
+    """The first line of a driver error, for a one-line log entry."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def connect(url: str, *, application_name: str, autocommit: bool = True,
             connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> psycopg.Connection:
     """One connection; an empty url means libpq's PG* environment variables."""

@@ -66,13 +66,14 @@ def current_version(conn: psycopg.Connection) -> int:
     return row[0]
 
 
-def check_schema(conn: psycopg.Connection) -> None:
-    """Raise SchemaError with instructions if the database is behind."""
+def check_schema(conn: psycopg.Connection) -> int:
+    """The schema version; SchemaError with instructions if it is behind."""
     have, need = current_version(conn), required_version()
     if have < need:
         raise SchemaError(
             f"the database schema is at version {have} but this code needs version {need}: "
             "run `python -m core.migrations` (or `make migrate`) first")
+    return have
 
 
 def apply_migrations(conn: psycopg.Connection) -> list[Migration]:

@@ -71,3 +71,14 @@ def test_the_api_refuses_to_start_on_an_old_schema(empty_database):
     from api import create_app
     with pytest.raises(SchemaError):
         create_app({"DATABASE_URL": empty_database})
+
+
+def test_readyz_says_the_schema_is_behind(empty_database):
+    from api import create_app
+    app = create_app({"DATABASE_URL": empty_database, "CHECK_SCHEMA": False})
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 503
+        assert "run `python -m core.migrations`" in response.json["msg"]
+    finally:
+        app.extensions["pool"].close()

@@ -23,3 +23,9 @@ def test_pg_bindir_wins(monkeypatch, tmp_path):
         (tmp_path / name).touch()
     monkeypatch.setenv("PG_BINDIR", str(tmp_path))
     assert pgcluster.find_bindir() == tmp_path
+
+
+def test_an_error_is_summed_up_in_one_line_even_when_it_says_nothing():
+    from core.database import error_summary
+    assert error_summary(OSError("connection refused\n\tIs the server running?")) == "connection refused"
+    assert error_summary(OSError("")) == "OSError"

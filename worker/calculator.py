@@ -27,7 +27,7 @@ import time
 
 import psycopg
 
-from core.database import connect
+from core.database import connect, error_summary
 from core.logs import format_ids
 from core.migrations import check_schema
 from core.settings import CalculatorSettings
@@ -241,7 +241,7 @@ class Calculator:
             except psycopg.OperationalError as error:
                 if delay == BACKOFF_FIRST:
                     log.error("cannot connect to the database (%s); retrying with backoff",
-                              str(error).strip().splitlines()[0])
+                              error_summary(error))
                 time.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
 
@@ -263,7 +263,7 @@ class Calculator:
         if self.outage_since is None:
             self.outage_since = time.monotonic()
             log.error("database connection lost (%s); evaluating what is held and "
-                      "reconnecting with backoff", str(error).strip().splitlines()[0])
+                      "reconnecting with backoff", error_summary(error))
         self.next_reconnect = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
