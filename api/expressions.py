@@ -14,8 +14,8 @@ from api.db import connection, notify_tasks_inserted
 from api.errors import BadRequest
 from api.request_body import json_object
 from api.result_waiter import wait_for_outcome
-from core.expression import (ExpressionError, check_variables, compile_expression, json_type,
-                             variables_to_json)
+from core.expression import (ExpressionError, check_variable_names, check_variables,
+                             compile_expression, json_type, variables_to_json)
 
 blueprint = Blueprint("expressions", __name__, url_prefix="/api")
 
@@ -38,8 +38,11 @@ MAX_BIGINT = 2**63 - 1
 def checked_submission(item) -> tuple[str, str]:
     """(expression, variables as JSON) of a valid submission, else ExpressionError."""
     limits = current_app.config["SETTINGS"].limits
+    variables = item.get("variables", {})
+    # Names first: with a variable named sin, "sin*2" is about the name.
+    check_variable_names(variables, limits.max_variables)
     compiled = compile_expression(item["expression"], limits.max_expression_length)
-    variables = check_variables(compiled, item.get("variables", {}), limits.max_variables)
+    variables = check_variables(compiled, variables, limits.max_variables)
     return item["expression"], variables_to_json(variables)
 
 

@@ -117,7 +117,7 @@ def test_bulk_submit_is_all_or_nothing_and_names_every_bad_item(client, db):
     assert errors[1] == "missing values for x"
     assert errors[2] == "an item must be an object, not a string"
     assert errors[3] == "unknown key(s): oops"
-    assert "unmatched" in errors[4]
+    assert "is never closed" in errors[4]
     assert errors[5] == "missing key(s): expression"
     assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
 

@@ -223,7 +223,7 @@ class Calculator:
     # --- connections --------------------------------------------------------
 
     def _connect(self) -> None:
-        self.work_conn = connect(self.url, application_name="calculator")
+        self.work_conn = connect(self.url, application_name="calculator", exact_numbers=True)
         self.work_conn.execute("SELECT set_config('synchronous_commit', %s, false)",
                                (self.settings.synchronous_commit,))
         self.listen_conn = connect(self.url, application_name="calculator-listen")
