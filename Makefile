@@ -4,13 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test run migrate bench bench-peers chaos compose-smoke clean
+.PHONY: help venv test run migrate bench bench-peers chaos oracle compose-smoke clean
 
 help:
 	@echo "make run      start PostgreSQL (throwaway), migrations, API on :\$${PORT:-5000}, Calculators"
 	@echo "make test     run the test suite against a real PostgreSQL"
 	@echo "make migrate  apply migrations to DATABASE_URL"
 	@echo "make chaos    the long chaos run (5,000 expressions under faults)"
+	@echo "make oracle   100,000 generated expressions against the differential oracle"
 	@echo "make bench    run the benchmarks (see BENCHMARKS.md); make bench-peers for PgQueuer/procrastinate"
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
 
@@ -38,6 +39,10 @@ compose-smoke:
 
 chaos: venv
 	$(PY) -m tests.chaos --expressions 5000 --fault-seconds 60
+
+# Two tests (a fixed seed and a fresh one) of 50,000 generated expressions each.
+oracle: venv
+	ORACLE_EXAMPLES=50000 $(PY) -m pytest tests/test_oracle.py -q --hypothesis-show-statistics
 
 bench: venv
 	$(PY) -m bench.run

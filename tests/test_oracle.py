@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from core.expression import CalculationError, check_variables, compile_expression
 from tests.oracle import MESSAGES, Refused, cases, expected
 
-EXAMPLES = int(os.environ.get("ORACLE_EXAMPLES", "1200"))
+EXAMPLES = int(os.environ.get("ORACLE_EXAMPLES", "1200"))   # per test; two tests
+TIMEOUT = max(600, EXAMPLES // 20)
 ORACLE = settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -45,7 +46,7 @@ def check_case(case) -> None:
     assert same_number(got, want), f"{text!r} with {variables}: service {got!r}, tree {want!r}"
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(TIMEOUT)
 @seed(20261128)
 @ORACLE
 @given(cases())
@@ -53,7 +54,7 @@ def test_every_expression_means_its_tree_fixed_seed(case):
     check_case(case)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(TIMEOUT)
 @ORACLE
 @given(cases())
 def test_every_expression_means_its_tree_fresh_seed(case):
