@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import http_load, latency, memory, throughput
+from bench import http_load, latency, memory, parsing, throughput
 from bench.common import database
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -97,6 +97,8 @@ def main() -> int:
                 "with_trigger": repeat(f"INSERT with trigger, {CLIENTS} clients", lambda: http_load.pgbench_insert_tps(cluster, CLIENTS, seconds, True)),
                 "without_trigger": repeat(f"INSERT without trigger, {CLIENTS} clients", lambda: http_load.pgbench_insert_tps(cluster, CLIENTS, seconds, False)),
             }
+            print("parsing", flush=True)
+            figures["parsing"] = parsing.measure()
             print("memory", flush=True)
             figures["memory"] = {
                 "calculator": memory.calculator_memory(url, conn, MEMORY_TASKS),
@@ -151,6 +153,10 @@ def report(f: dict) -> None:
         with_t, without = med(trig["with_trigger" + clients]), med(trig["without_trigger" + clients])
         print(f"NOTIFY trigger cost{clients.replace('_', ' ') or ' (' + str(f['settings']['clients']) + ' clients)'}: "
               f"{with_t:,.0f} vs {without:,.0f} TPS = {(1 - with_t / without) * 100:+.1f} %")
+    parse = f["parsing"]
+    print(f"parsing, worst shape ({parse['worst_shape']}): {parse['worst_per_10kb_ms']:.1f} ms CPU "
+          f"per 10 KB; ordinary expression: parse {parse['ordinary_parse_us']} us, "
+          f"evaluate {parse['ordinary_evaluate_us']} us")
     for name, m in f["memory"].items():
         print(f"RSS {name}: {m['before_kb'] / 1024:.1f} MiB -> {m['after_kb'] / 1024:.1f} MiB "
               f"({m['change'] * 100:+.1f} %)")

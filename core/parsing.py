@@ -78,6 +78,8 @@ _NUMBER = re.compile(
     r"0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+"
     r"|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
+_NUMBER_FIRST_CHARACTERS = frozenset("0123456789.")
+
 # What the last thing read was; decides what may come next and the messages.
 _START, _OPERAND, _OPERATOR, _FUNCTION, _OPEN, _COMMA = range(6)
 
@@ -106,6 +108,7 @@ class Parser(_LibraryParser):
         self._last_operand = ""     # "number", "name" or ")" when _kind is _OPERAND
         self._function = ""         # the name when _kind is _FUNCTION
         self._open_calls: list[bool] = []
+        self._word_at, self._word_text = -1, ""
         return super().parse(expr)
 
     # --- errors -------------------------------------------------------------
@@ -180,6 +183,8 @@ class Parser(_LibraryParser):
 
     def isNumber(self):
         start = self.pos
+        if self.expression[start] not in _NUMBER_FIRST_CHARACTERS:
+            return False
         match = _NUMBER.match(self.expression, start)
         if match is None:
             return False
@@ -206,7 +211,7 @@ class Parser(_LibraryParser):
 
     def isLeftParenth(self):
         start = self.pos
-        if not super().isLeftParenth():
+        if self.expression[start] != "(" or not super().isLeftParenth():
             return False
         is_call = self._kind == _OPERAND and self._last_operand in ("name", ")")
         if self._kind == _OPERAND and not is_call:
@@ -219,7 +224,7 @@ class Parser(_LibraryParser):
 
     def isRightParenth(self):
         start = self.pos
-        if not super().isRightParenth():
+        if self.expression[start] != ")" or not super().isRightParenth():
             return False
         if self.tmpprio < 0:
             self._fail(start, "a ')' has no matching '('")
@@ -236,7 +241,7 @@ class Parser(_LibraryParser):
 
     def isComma(self):
         start = self.pos
-        if not super().isComma():
+        if self.expression[start] != "," or not super().isComma():
             return False
         if self._kind in (_START, _OPERATOR, _OPEN, _COMMA):
             self._fail(start, "a function argument is missing before ','")
@@ -271,13 +276,36 @@ class Parser(_LibraryParser):
             self._last_operand = "name"
         return True
 
-    def isOp1(self):
+    def _word(self) -> str:
+        """The name at the position as the library's isOp1/isOp2 read it (a
+        cased letter, then cased letters, digits and _), read once."""
+        if self._word_at != self.pos:
+            text, end = self.expression, self.pos
+            while end < len(text):
+                c = text[end]
+                if c.upper() == c.lower() and (end == self.pos or (c != "_" and not "0" <= c <= "9")):
+                    break
+                end += 1
+            self._word_at, self._word_text = self.pos, text[self.pos:end]
+        return self._word_text
+
+    def _operator_word(self, table) -> bool:
         start = self.pos
-        return not self._not_a_word() and self._name(super().isOp1(), start, _FUNCTION)
+        if self._not_a_word():
+            return False
+        word = self._word()
+        if not word or word not in table:
+            return False
+        self.tokenindex = word
+        self.tokenprio = 9
+        self.pos += len(word)
+        return self._name(True, start, _FUNCTION)
+
+    def isOp1(self):
+        return self._operator_word(self.ops1)
 
     def isOp2(self):
-        start = self.pos
-        return not self._not_a_word() and self._name(super().isOp2(), start, _FUNCTION)
+        return self._operator_word(self.ops2)
 
     def isVar(self):
         start = self.pos
