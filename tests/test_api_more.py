@@ -6,6 +6,8 @@ import re
 import threading
 import time
 
+import json
+
 import pytest
 
 from api.openapi import load_spec
@@ -198,3 +200,22 @@ def test_submissions_through_the_api_wake_the_calculators(client, db, database_u
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
         assert client.post("/api/expressions", json={"items": [{"expression": "1"}]}).status_code == 202
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("1 /* \x00 */", "the expression contains a NUL character at column 6"),
+    ("1 /* \ud800 */", "the expression contains an invalid character (a lone surrogate) at column 6"),
+])
+def test_nul_and_lone_surrogates_are_a_400_in_bulk_too(client, db, expression, message):
+    body = '{"items": [{"expression": "1"}, {"expression": %s}]}' % json.dumps(expression)
+    response = client.post("/api/expressions", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["errors"] == [{"index": 1, "msg": message}]
+    assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+
+
+def test_a_refused_json_constant_is_named_once(client, db):
+    response = client.post("/api/expression", data='{"expression": "x", "variables": {"x": NaN}}',
+                           content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["msg"] == "malformed JSON: NaN is not a valid JSON number"
