@@ -29,7 +29,8 @@ from core.parsing import MAX_NUMBER_LENGTH
 # Python refuses to print integers longer than this by default; a result that
 # long is not useful to anyone and would only be a way to fill the database.
 MAX_RESULT_DIGITS = 4300
-_MAX_RESULT_BITS = int(MAX_RESULT_DIGITS / math.log10(2))
+_MAX_RESULT_BITS = int(MAX_RESULT_DIGITS / math.log10(2))   # below this, surely fewer digits
+_TOO_LARGE_RESULT = 10 ** MAX_RESULT_DIGITS
 _TOO_MANY_DIGITS = 10 ** MAX_NUMBER_LENGTH
 
 
@@ -51,6 +52,8 @@ def variable_value(name: str, value: Any) -> int | float:
         if not value.is_finite():
             raise ExpressionError(f"variable '{name}' must be a finite number")
         sign, digits, exponent = value.as_tuple()
+        if value == 0:   # jsonb keeps 0e1000 as 0 and -0.0 as 0.0
+            return 0 if exponent >= 0 else 0.0
         if exponent >= 0:
             if len(digits) + exponent > MAX_NUMBER_LENGTH:
                 raise ExpressionError(
@@ -72,7 +75,7 @@ def variable_value(name: str, value: Any) -> int | float:
         return value
     if not math.isfinite(value):
         raise ExpressionError(f"variable '{name}' must be a finite number")
-    return value
+    return value + 0.0   # -0.0 is 0.0, as jsonb stores it
 
 
 def json_type(value: Any) -> str:
@@ -96,7 +99,7 @@ def finite_result(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        if value.bit_length() > _MAX_RESULT_BITS:
+        if value.bit_length() > _MAX_RESULT_BITS and abs(value) >= _TOO_LARGE_RESULT:
             raise CalculationError(
                 f"result too large: more than {MAX_RESULT_DIGITS} digits")
         return value

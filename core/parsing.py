@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 
-from py_expression_eval import TFUNCALL, TOP1, TOP2, Token
+from py_expression_eval import TFUNCALL, TOP1, TOP2, TVAR, Token
 from py_expression_eval import Parser as _LibraryParser
 
 from core.errors import ExpressionError
@@ -62,7 +62,7 @@ COMMA = -1     # a comma sits just below everything inside its parentheses
 # checker can say they are not supported. U+2219 and U+2022 are multiplication.
 _OPERATORS = (
     ("**", POWER, "**"), ("^", POWER, "^"),
-    ("%", PRODUCT, "%"), ("/", PRODUCT, "/"), ("*", PRODUCT, "*"),
+    ("%", PRODUCT, "%"), ("//", PRODUCT, "//"), ("/", PRODUCT, "/"), ("*", PRODUCT, "*"),
     ("\u2219", PRODUCT, "*"), ("\u2022", PRODUCT, "*"),
     ("+", SUM, "+"), ("-", SUM, "-"),
     ("||", COMPARISON, "||"), ("==", COMPARISON, "=="), ("!=", COMPARISON, "!="),
@@ -74,16 +74,26 @@ _OPERATORS = (
 _OPERATOR_FIRST_CHARACTERS = frozenset(token[0] for token, _, _ in _OPERATORS)
 _RIGHT_ASSOCIATIVE = frozenset({"^", "**"})
 
+# Python's number literals: 0x/0o/0b integers, decimals with optional point and
+# exponent, single underscores between digits (1_000).
+_DIGITS = r"[0-9](?:_?[0-9])*"
 _NUMBER = re.compile(
-    r"0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+"
-    r"|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+    r"0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+"
+    rf"|(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][-+]?{_DIGITS})?")
+_LEADING_ZERO = re.compile(r"0+[1-9_]")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 
 _NUMBER_FIRST_CHARACTERS = frozenset("0123456789.")
 
 # What the last thing read was; decides what may come next and the messages.
 _START, _OPERAND, _OPERATOR, _FUNCTION, _OPEN, _COMMA = range(6)
 
+_UNSUPPORTED_OPERATORS = {
+    "<<": "shift operators (<<, >>) are not supported",
+    ">>": "shift operators (<<, >>) are not supported",
+}
 _NOT_SUPPORTED = {
+    "None": "'None' is not a number",
     "D": "dice rolls (D) are not supported",
     "and": "'and' is not supported (use if(...) to choose between values)",
     "or": "'or' is not supported (use if(...) to choose between values)",
@@ -102,13 +112,17 @@ class Parser(_LibraryParser):
 
     def __init__(self):
         super().__init__(string_literal_quotes=())
+        # Python's boolean literals; comparisons give the same values.
+        self.consts = {"E": self.consts["E"], "PI": self.consts["PI"], "True": True, "False": False}
 
     def parse(self, expr):
         self._kind = _START
         self._last_operand = ""     # "number", "name" or ")" when _kind is _OPERAND
         self._function = ""         # the name when _kind is _FUNCTION
-        self._open_calls: list[bool] = []
+        self._open: list[tuple[bool, int]] = []   # (is a call, column) of each open '('
+        self._start = 0             # where the token being read starts
         self._word_at, self._word_text = -1, ""
+        self._name_columns: list[int] = []
         return super().parse(expr)
 
     # --- errors -------------------------------------------------------------
@@ -116,28 +130,38 @@ class Parser(_LibraryParser):
     def _fail(self, position: int, message: str):
         raise ExpressionError(f"parse error at column {position + 1}: {message}")
 
-    def _check_operand_allowed(self, start: int, text: str) -> None:
-        if self._kind == _OPERAND:
-            self._fail(start, f"an operator is missing before '{text}'")
+    def _not_after_function(self, start: int) -> None:
         if self._kind == _FUNCTION:
             self._fail(start, f"{self._function} is a function: call it like {self._function}(...)")
+
+    def _check_operand_allowed(self, start: int, text: str) -> None:
+        if self._kind == _OPERAND:
+            if text == "if":
+                self._fail(start, "Python's 'a if c else b' is not supported: write if(c, a, b)")
+            self._fail(start, f"an operator is missing before '{text}'")
+        self._not_after_function(start)
+
+    def _in_call(self) -> bool:
+        return bool(self._open) and self._open[-1][0]
 
     def error_parsing(self, column, msg):
         # Most situations are caught by the overrides below with a better
         # message; these are the library's own checks at the end.
         if msg == "parity":
+            self._not_after_function(self._start)
             if self._kind in (_OPERATOR, _OPEN, _COMMA, _START):
                 self._fail(column, "the expression is incomplete: an operand is missing at the end")
             self._fail(column, "the expression is incomplete (an operand or a function argument is missing)")
-        if msg == 'unmatched "()"':
-            self._fail(column, "a '(' is never closed: a ')' is missing")
+        if msg == 'unmatched "()"' and self._open:
+            self._fail(self._open[-1][1], "this '(' is never closed: a ')' is missing")
         if msg == "unknown character":
             character = self.expression[column]
             hints = {"=": " (to compare, write ==)", "'": " (strings are not supported)",
                      '"': " (strings are not supported)", "&": " (and is not supported)",
-                     "|": " (or is not supported)", "!": " (to compare, write !=)"}
+                     "|": " (or is not supported)", "!": " (to compare, write !=)",
+                     "~": " (bitwise operators are not supported)"}
             self._fail(column, f"unknown character {character!r}{hints.get(character, '')}")
-        self._fail(column, msg.replace('"', "'"))
+        self._fail(self._start, msg.replace('"', "'"))
 
     def _saw(self, kind: int) -> None:
         self._kind = kind
@@ -154,11 +178,13 @@ class Parser(_LibraryParser):
                 break
         else:
             return False
-        if self._kind == _FUNCTION:
-            self._check_operand_allowed(start, token)
+        if text.startswith(("<<", ">>"), start):
+            self._fail(start, _UNSUPPORTED_OPERATORS[text[start:start + 2]])
+        self._not_after_function(start)
         if index not in ("+", "-", "not") and self._kind in (_START, _OPERATOR, _OPEN, _COMMA):
             where = "the expression starts with" if self._kind == _START else "an operand is missing before"
             self._fail(start, f"{where} '{token.strip()}'")
+        self._start = start
         self.tokenprio = priority
         self.tokenindex = index
         self.pos += len(token)
@@ -190,21 +216,27 @@ class Parser(_LibraryParser):
             return False
         text = match.group()
         self._check_operand_allowed(start, text)
-        digits = len(text) - 2 if text[:2].lower() in ("0x", "0o", "0b") else len(text)
+        prefixed = text[:2].lower() in ("0x", "0o", "0b")
+        mantissa = text if prefixed else re.split("[eE]", text)[0]
+        digits = sum(c not in "._" for c in mantissa) - (2 if prefixed else 0)
         if digits > MAX_NUMBER_LENGTH:
             self._fail(start, f"a number is too long (more than {MAX_NUMBER_LENGTH} digits)")
-        if text[:2].lower() in ("0x", "0o", "0b"):
+        if prefixed:
             value = int(text, 0)
         elif "." in text or "e" in text or "E" in text:
             value = float(text)
             if value in (float("inf"), float("-inf")):
                 self._fail(start, f"the number {text} is too large")
-            if value == 0.0 and any(c in "123456789" for c in text.split("e")[0].split("E")[0]):
+            if value == 0.0 and any(c in "123456789" for c in mantissa):
                 self._fail(start, f"the number {text} is too small (it would be 0)")
         else:
+            if _LEADING_ZERO.match(text):
+                self._fail(start, f"leading zeros are not allowed in {text} (as in Python; "
+                                  "for an octal number write 0o...)")
             value = int(text)
         self.tokennumber = value
         self.pos = match.end()
+        self._start = start
         self._saw(_OPERAND)
         self._last_operand = "number"
         return True
@@ -218,7 +250,8 @@ class Parser(_LibraryParser):
             self._fail(start, "an operator is missing before '(' (to multiply, write *)")
         if self._kind == _FUNCTION:
             is_call = True
-        self._open_calls.append(is_call)
+        self._open.append((is_call, start))
+        self._start = start
         self._saw(_OPEN)
         return True
 
@@ -228,13 +261,17 @@ class Parser(_LibraryParser):
             return False
         if self.tmpprio < 0:
             self._fail(start, "a ')' has no matching '('")
-        was_call = self._open_calls.pop()
+        self._not_after_function(start)
+        was_call = self._in_call()
         if self._kind == _OPEN and not was_call:
             self._fail(start, "empty parentheses '()'")
         if self._kind == _OPERATOR:
             self._fail(start, "an operand is missing before ')'")
         if self._kind == _COMMA:
-            self._fail(start, "a function argument is missing before ')'")
+            self._fail(start, "a function argument is missing before ')'" if was_call
+                       else "commas may only separate the arguments of a function")
+        self._open.pop()
+        self._start = start
         self._saw(_OPERAND)
         self._last_operand = ")"
         return True
@@ -243,8 +280,12 @@ class Parser(_LibraryParser):
         start = self.pos
         if self.expression[start] != "," or not super().isComma():
             return False
+        self._not_after_function(start)
+        if not self._in_call():
+            self._fail(start, "commas may only separate the arguments of a function")
         if self._kind in (_START, _OPERATOR, _OPEN, _COMMA):
             self._fail(start, "a function argument is missing before ','")
+        self._start = start
         self._saw(_COMMA)
         return True
 
@@ -258,22 +299,25 @@ class Parser(_LibraryParser):
         if self._not_a_word() or not super().isConst():
             return False
         self._check_operand_allowed(start, self.expression[start:self.pos])
+        self._start = start
         self._saw(_OPERAND)
         self._last_operand = "number"
         return True
 
-    def _name(self, found: bool, start: int, kind: int) -> bool:
-        if not found:
-            return False
+    def _name(self, start: int, kind: int) -> bool:
         name = self.tokenindex
         if name in _NOT_SUPPORTED:
             self._fail(start, _NOT_SUPPORTED[name])
+        if '"' in name:
+            self._fail(start + name.index('"'), "unknown character '\"' (strings are not supported)")
         self._check_operand_allowed(start, name)
+        self._start = start
         self._saw(kind)
         if kind == _FUNCTION:
             self._function = name
         else:
             self._last_operand = "name"
+            self._name_columns.append(start + 1)
         return True
 
     def _word(self) -> str:
@@ -299,7 +343,7 @@ class Parser(_LibraryParser):
         self.tokenindex = word
         self.tokenprio = 9
         self.pos += len(word)
-        return self._name(True, start, _FUNCTION)
+        return self._name(start, _FUNCTION)
 
     def isOp1(self):
         return self._operator_word(self.ops1)
@@ -309,7 +353,21 @@ class Parser(_LibraryParser):
 
     def isVar(self):
         start = self.pos
-        return not self._not_a_word() and self._name(super().isVar(), start, _OPERAND)
+        if self._not_a_word():
+            return False
+        # The library's rule (a cased letter or ", then those, digits, _ . "),
+        # with a regular expression for the ASCII part.
+        match = _NAME.match(self.expression, start)
+        end = match.end() if match else start
+        following = self.expression[end:end + 1]
+        if match is None or (following and (following == '"' or following.upper() != following.lower())):
+            if not super().isVar():
+                return False
+        else:
+            self.tokenindex = match.group()
+            self.tokenprio = 6
+            self.pos = end
+        return self._name(start, _OPERAND)
 
     # --- ordering the operators --------------------------------------------
 
@@ -326,6 +384,7 @@ class Parser(_LibraryParser):
         else:                                 # infix operators and the comma
             priority, prefix = level + self.tokenprio, False
         operator = Token(type_, index, priority, 0)
+        operator.column = self._start + 1     # for the checker's messages
         if not prefix:
             right = type_ == TOP2 and index in _RIGHT_ASSOCIATIVE
             while operstack and (operstack[-1].prio_ > priority
@@ -337,8 +396,14 @@ class Parser(_LibraryParser):
 def parse_tokens(parser: Parser, text: str) -> list[Token]:
     """The postfix token list of text, or ExpressionError."""
     try:
-        return parser.parse(text).tokens
+        tokens = parser.parse(text).tokens
     except (ExpressionError, MemoryError, RecursionError):
         raise
     except Exception:  # a corner of the library's tokenizer we did not foresee
         raise ExpressionError("parse error: the expression is malformed") from None
+    # Names keep their order in the postfix list: give each its column.
+    columns = iter(parser._name_columns)
+    for token in tokens:
+        if token.type_ == TVAR:
+            token.column = next(columns, None)
+    return tokens

@@ -37,6 +37,16 @@ def _divide(a, b):
         raise CalculationError("overflow in division: the quotient is too large for a float") from None
 
 
+def _floor_divide(a, b):
+    # Python's //: the floor of the quotient (-7 // 2 == -4); a float if either is one.
+    if b == 0:
+        raise CalculationError("division by zero (floor division)")
+    try:
+        return a // b
+    except OverflowError:
+        raise CalculationError("overflow in floor division") from None
+
+
 def _modulo(a, b):
     # Python's floor modulo: the result has the sign of the divisor (-7 % 3 == 2).
     if b == 0:
@@ -48,10 +58,12 @@ def _modulo(a, b):
 
 
 def _power(a, b):
-    if a == 0 and b < 0:
-        raise CalculationError("division by zero (0 raised to a negative power)")
+    # Python's ** (and pow): exact for integers, 0 ** -1 a division by zero,
+    # 0.0 ** -inf infinite as in Python.
     try:
         value = a ** b
+    except ZeroDivisionError:
+        raise CalculationError("division by zero (0 raised to a negative power)") from None
     except OverflowError:
         raise CalculationError("overflow in power") from None
     if isinstance(value, complex):
@@ -73,6 +85,20 @@ def _log(*args):
     return math.log(*args)
 
 
+def _degrees_exact(function: Callable[[float], float], exact: dict[int, float], step: int):
+    """sind/cosd/tand: exact at multiples of `step` degrees (sind(180) is 0,
+    not 1.2e-16), math.sin(math.radians(a)) and so on elsewhere."""
+    def in_degrees(a):
+        whole = isinstance(a, int) or (isinstance(a, float) and a.is_integer())
+        if whole and int(a) % step == 0:
+            value = exact[int(a) % 360]
+            if value is None:
+                raise ValueError("infinite")
+            return value
+        return function(math.radians(a))
+    return in_degrees
+
+
 # Unary signs. Python's rule: they bind tighter than * / % and looser than ^.
 SIGNS: dict[str, Callable[[Any], Any]] = {"-": operator.neg, "+": operator.pos}
 
@@ -82,9 +108,10 @@ UNARY_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     for name, function in {
         "sin": math.sin, "cos": math.cos, "tan": math.tan,
         "asin": math.asin, "acos": math.acos, "atan": math.atan,
-        "sind": lambda a: math.sin(math.radians(a)),
-        "cosd": lambda a: math.cos(math.radians(a)),
-        "tand": lambda a: math.tan(math.radians(a)),
+        "sind": _degrees_exact(math.sin, {0: 0.0, 90: 1.0, 180: 0.0, 270: -1.0}, 90),
+        "cosd": _degrees_exact(math.cos, {0: 1.0, 90: 0.0, 180: -1.0, 270: 0.0}, 90),
+        "tand": _degrees_exact(math.tan, {0: 0.0, 45: 1.0, 90: None, 135: -1.0, 180: 0.0,
+                                          225: 1.0, 270: None, 315: -1.0}, 45),
         "asind": lambda a: math.degrees(math.asin(a)),
         "acosd": lambda a: math.degrees(math.acos(a)),
         "atand": lambda a: math.degrees(math.atan(a)),
@@ -98,6 +125,7 @@ ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
     "-": operator.sub,
     "*": operator.mul,
     "/": _divide,
+    "//": _floor_divide,
     "%": _modulo,
     "^": _power,
     "**": _power,
@@ -118,7 +146,7 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
     "log": (_domain_checked("log", _log), 1, 2),
     "min": (lambda *a: min(a), 1, 1000),
     "max": (lambda *a: max(a), 1, 1000),
-    "pow": (_domain_checked("pow", math.pow), 2, 2),
+    "pow": (_power, 2, 2),          # Python's pow(a, b), the same as a ** b
     "atan2": (_domain_checked("atan2", math.atan2), 2, 2),
     "pyt": (_domain_checked("pyt", math.hypot), 2, 2),
 }

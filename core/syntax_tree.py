@@ -126,56 +126,63 @@ def build_tree(tokens) -> tuple[Node, frozenset[str]]:
         return node
 
     for token in tokens:
-        kind = token.type_
-        if kind == TNUMBER:
-            stack.append(_EMPTY if isinstance(token.number_, list) else Number(token.number_))
-        elif kind == TVAR:
-            stack.append(_name(token.index_, variables))
-        elif kind == TOP1:
-            name = token.index_
-            if name in SIGNS:
-                stack.append(Sign(name, value(f"the sign '{name}'")))
-            elif name in UNARY_FUNCTIONS:
-                arguments = _arguments(stack, depth(token), name)
-                _check_arity(name, len(arguments), 1, 1)
-                stack.append(Call(name, tuple(arguments)))
-            else:
-                raise ExpressionError(f"operator '{name}' is not supported")
-        elif kind == TOP2 and token.index_ == ",":
-            right = value("a function argument")
-            left = stack[-1] if stack else None
-            if isinstance(left, _Arguments) and left.depth == depth(token):
-                left.items.append(right)
-            else:
-                stack.append(_Arguments([value("a function argument"), right], depth(token)))
-        elif kind == TOP2:
-            operator = token.index_
-            if operator not in ARITHMETIC and operator not in COMPARISONS:
-                raise ExpressionError(f"operator '{operator}' is not supported")
-            right = value(f"operator '{operator}'")
-            if operator in COMPARISONS:
+        try:
+            kind = token.type_
+            if kind == TNUMBER:
+                stack.append(_EMPTY if isinstance(token.number_, list) else Number(token.number_))
+            elif kind == TVAR:
+                stack.append(_name(token.index_, variables))
+            elif kind == TOP1:
+                name = token.index_
+                if name in SIGNS:
+                    stack.append(Sign(name, value(f"the sign '{name}'")))
+                elif name in UNARY_FUNCTIONS:
+                    arguments = _arguments(stack, depth(token), name)
+                    _check_arity(name, len(arguments), 1, 1)
+                    stack.append(Call(name, tuple(arguments)))
+                else:
+                    raise ExpressionError(f"operator '{name}' is not supported")
+            elif kind == TOP2 and token.index_ == ",":
+                right = value("a function argument")
                 left = stack[-1] if stack else None
-                if isinstance(left, _Chain) and left.depth == depth(token):
-                    left.operators.append(operator)
-                    left.operands.append(right)
-                    continue
-                left = value(f"operator '{operator}'")
-                stack.append(_Chain([operator], [left, right], depth(token)))
+                if isinstance(left, _Arguments) and left.depth == depth(token):
+                    left.items.append(right)
+                else:
+                    stack.append(_Arguments([value("a function argument"), right], depth(token)))
+            elif kind == TOP2:
+                operator = token.index_
+                if operator not in ARITHMETIC and operator not in COMPARISONS:
+                    raise ExpressionError(f"operator '{operator}' is not supported")
+                right = value(f"operator '{operator}'")
+                if operator in COMPARISONS:
+                    left = stack[-1] if stack else None
+                    if isinstance(left, _Chain) and left.depth == depth(token):
+                        left.operators.append(operator)
+                        left.operands.append(right)
+                        continue
+                    left = value(f"operator '{operator}'")
+                    stack.append(_Chain([operator], [left, right], depth(token)))
+                else:
+                    left = value(f"operator '{operator}'")
+                    stack.append(Binary(operator, left, right))
+            elif kind == TFUNCALL:
+                arguments = _arguments(stack, depth(token), "a call")
+                function = stack.pop() if stack else None
+                if not isinstance(function, _FunctionName):
+                    if isinstance(function, Name):
+                        raise ExpressionError(
+                            f"unknown function '{function.name}' (to multiply, write "
+                            f"{function.name}*(...))")
+                    raise ExpressionError("only functions can be called: put an operator before '('")
+                stack.append(_call(function.name, arguments))
             else:
-                left = value(f"operator '{operator}'")
-                stack.append(Binary(operator, left, right))
-        elif kind == TFUNCALL:
-            arguments = _arguments(stack, depth(token), "a call")
-            function = stack.pop() if stack else None
-            if not isinstance(function, _FunctionName):
-                if isinstance(function, Name):
-                    raise ExpressionError(
-                        f"unknown function '{function.name}' (to multiply, write "
-                        f"{function.name}*(...))")
-                raise ExpressionError("only functions can be called: put an operator before '('")
-            stack.append(_call(function.name, arguments))
-        else:
-            raise ExpressionError("parse error: the expression is malformed")
+                raise ExpressionError("parse error: the expression is malformed")
+        except ExpressionError as error:
+            column = getattr(token, "column", None)
+            if column is None or "column" in str(error):
+                raise
+            raise ExpressionError(f"{error} (at column {column})") from None
+
     root = value("the expression")
     if stack:
         raise ExpressionError("parse error: the expression is malformed")

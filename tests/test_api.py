@@ -113,7 +113,7 @@ def test_bad_result_ids(client, db, path, code, msg):
     ('{"expression": "x", "variables": {"x": 1, "z": 2}}', 400, "unused variables z"),
     ('{"expression": "x +* 1", "variables": {"x": 1}}', 400,
      "parse error at column 4: an operand is missing before '*'"),
-    ('{"expression": "(1", "variables": {}}', 400, "a '(' is never closed"),
+    ('{"expression": "(1", "variables": {}}', 400, "this '(' is never closed"),
     ('{"expression": "sin(x)", "variables": {"sin": 1, "x": 1}}', 400, "'sin' is a reserved name"),
     ('{"expression": "PI * 2", "variables": {"PI": 3}}', 400, "'PI' is a reserved name"),
     ('{"expression": "\'a\' || \'b\'"}', 400, "unknown character"),
