@@ -1,8 +1,9 @@
 """make run, for real: PostgreSQL on a kept data directory, migrations, the
 API and a Calculator under the supervisor; the README's example; a killed
 Calculator and a killed API are restarted and the run goes on; SIGTERM stops
-everything and a second run finds the first one's results; make reset wipes
-them; DATABASE_URL wins over a local server."""
+everything and a second run finds the first one's results; a SIGKILLed run
+takes its processes with it; make reset wipes the data (and the PostgreSQL a
+killed run left); DATABASE_URL wins over a local server."""
 
 from __future__ import annotations
 
@@ -135,11 +136,24 @@ def test_make_run_restarts_what_dies_and_keeps_its_data(run_dir):
                               env=dict(os.environ, RUN_DIR=str(run_dir)), capture_output=True, text=True)
         assert busy.returncode == 1 and "already running" in busy.stderr
     finally:
-        assert again.stop(signal.SIGINT) == 0, again.output
+        # Killed outright: what it started goes with it; its PostgreSQL is left to make reset.
+        assert again.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_for(lambda: not _serving(again.base), timeout=20, message="the API to die with make run")
     wiped = subprocess.run([sys.executable, "-m", "tools.run_local", "--reset"], cwd=ROOT, timeout=60,
                            env=dict(os.environ, RUN_DIR=str(run_dir)), capture_output=True, text=True)
     assert wiped.returncode == 0 and "removed" in wiped.stdout, wiped.stdout + wiped.stderr
     assert not (run_dir / "pgdata").exists()
+    assert not _postgres_on(run_dir / "pgdata")
+
+
+def _postgres_on(data_dir: Path) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(data_dir) in cmdline.read_bytes().decode(errors="replace").split("\0"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def test_database_url_wins_over_a_local_server(run_dir, server_url):

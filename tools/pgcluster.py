@@ -139,9 +139,8 @@ class LocalPostgres:
                 self._give_to_owner(self.log_file)
             if not (self.data_dir / "PG_VERSION").exists():
                 self._init_data_dir()
-            elif self._pg_ctl_status_running():
-                # Only ours can be running on it: a `make run` that was killed left it.
-                self._pg_ctl("stop", "-m", "fast")
+            else:
+                self.stop_leftover()
             self._pg_ctl("start")
         except BaseException:
             self._remove_temporary()
@@ -168,8 +167,14 @@ class LocalPostgres:
             for key, value in options.items():
                 conf.write(f"{key} = '{value}'\n")
 
-    def _pg_ctl_status_running(self) -> bool:
-        return self._run_as_owner("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
+    def stop_leftover(self) -> bool:
+        """Stop a server left running on a kept data directory by a `make run`
+        that was killed (the caller holds the run lock: no other can be ours)."""
+        running = self._run_as_owner("pg_ctl", "status", "-D", str(self.data_dir), check=False)
+        if running.returncode != 0:
+            return False
+        self._run_as_owner("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60")
+        return True
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
         # Port and socket are the run's own: a kept data directory gets new ones every start.

@@ -179,6 +179,11 @@ def reset(directory: Path) -> int:
         if not data.exists():
             print(f"make reset: nothing to wipe ({data} does not exist)")
             return 0
+        if (data / "postmaster.pid").exists():
+            try:
+                LocalPostgres(data_dir=data).stop_leftover()
+            except PostgresError as error:  # e.g. no binaries for it: it cannot be running either
+                print(f"make reset: {error}", file=sys.stderr)
         shutil.rmtree(data)
         print(f"make reset: removed {data}; the next `make run` starts with an empty database")
         return 0

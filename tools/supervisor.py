@@ -12,9 +12,11 @@ it, so nothing orphaned holds a port or burns CPU.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +27,16 @@ MAX_EXITS = 5
 WINDOW = 60.0
 FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when `make run` dies, even by
+    SIGKILL, so nothing it started outlives it holding the port."""
+    if sys.platform.startswith("linux"):
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it died before that
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class CrashLoop(RuntimeError):
@@ -54,7 +66,8 @@ class Child:
     def spawn(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
 
     def note(self, line: str) -> None:
         with open(self.log_path, "a") as log:
