@@ -173,7 +173,13 @@ class LocalPostgres:
         running = self._run_as_owner("pg_ctl", "status", "-D", str(self.data_dir), check=False)
         if running.returncode != 0:
             return False
+        try:  # the 5th line: its socket directory, in a temporary directory of that run
+            socket_dir = Path((self.data_dir / "postmaster.pid").read_text().splitlines()[4])
+        except (OSError, IndexError):
+            socket_dir = None
         self._run_as_owner("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60")
+        if socket_dir and socket_dir.name == "socket" and socket_dir.parent.name.startswith("calculator-pg-"):
+            shutil.rmtree(socket_dir.parent, ignore_errors=True)
         return True
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
