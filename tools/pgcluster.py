@@ -20,9 +20,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tools.pgbinaries import (NOT_FOUND, DataVersionMismatch, PostgresError,  # noqa: F401
-                              PostgresNotFound, Server, choose_server)
+from tools.pgbinaries import (NOT_FOUND, DataVersionMismatch, PostgresError, PostgresNotFound, Server,
+                              choose_server)
 
+# The finding part lives in tools.pgbinaries; these names are kept here for callers.
+__all__ = ["LocalPostgres", "free_port", "find_bindir", "choose_server", "Server", "NOT_FOUND",
+           "PostgresError", "PostgresNotFound", "DataVersionMismatch"]
 OWN_USER = "calculator-pg"
 
 
