@@ -88,9 +88,11 @@ def _serving(base: str) -> bool:
 
 
 def _result(base: str, expression_id: int):
-    status, _, body = request(base, "GET", f"/api/result/{expression_id}?wait=10")
-    assert status == 200, body
-    return body["result"]
+    """The outcome, waited for (a restarted Calculator may take a while to start on a busy machine)."""
+    def outcome():
+        status, _, body = request(base, "GET", f"/api/result/{expression_id}?wait=5")
+        return body if status == 200 else None
+    return wait_for(outcome, timeout=60, message=f"the result of {expression_id}")["result"]
 
 
 def test_make_run_restarts_what_dies_and_keeps_its_data(run_dir):
