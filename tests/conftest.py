@@ -31,9 +31,9 @@ def pytest_sessionstart(session):
 
 def pytest_report_header(config):
     if os.environ.get("TEST_DATABASE_URL"):
-        return "PostgreSQL: the server at TEST_DATABASE_URL"
+        return "server: the PostgreSQL at TEST_DATABASE_URL"
     try:
-        return f"PostgreSQL: {choose_server().describe()}"
+        return f"server: {choose_server().describe()}"
     except PostgresError:
         return None
 
