@@ -60,7 +60,7 @@ def _server_user(data_dir: Path | None) -> pwd.struct_passwd | None:
     except (OSError, subprocess.CalledProcessError) as error:
         output = getattr(error, "output", None) or error
         raise PostgresError(f"PostgreSQL does not run as root, and creating a system user "
-                               f"{OWN_USER} for it failed: {str(output).strip()}") from None
+                            f"{OWN_USER} for it failed: {str(output).strip()}") from None
     return pwd.getpwnam(OWN_USER)
 
 
