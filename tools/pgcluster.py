@@ -157,8 +157,12 @@ class LocalPostgres:
                                    "(no PG_VERSION): remove it (make reset) to start afresh")
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._give_to_owner(data)
-        self._run_as_owner("initdb", "-D", str(data), "-U", "postgres", "--auth=trust",
-                           "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        try:
+            self._run_as_owner("initdb", "-D", str(data), "-U", "postgres", "--auth=trust",
+                               "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        except subprocess.CalledProcessError as error:
+            lines = error.output.strip().splitlines()
+            raise PostgresError(f"initdb {data} failed: {' | '.join(lines[-3:])}") from None
         options = {
             "listen_addresses": "127.0.0.1",
             "max_connections": "200",
