@@ -11,6 +11,7 @@ SOURCE=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 WORK=/tmp/calculator-nopg-$$
 mkdir -m 755 "$WORK"
 export SOURCE WORK PYTEST_ARGS="${1:-}"
+set +e
 unshare --mount --propagation private sh -eu -c '
 mount -t tmpfs -o size=1m tmpfs /usr/lib/postgresql
 for program in initdb pg_ctl postgres; do
@@ -22,7 +23,7 @@ echo "== no PostgreSQL server binaries: $(ls -A /usr/lib/postgresql | wc -l) ent
 git clone -q "$SOURCE" "$WORK/clone"
 cd "$WORK/clone"
 echo "== make test"
-make test PYTEST_ARGS="$PYTEST_ARGS"
+tested=0; make test PYTEST_ARGS="$PYTEST_ARGS" || tested=$?
 
 run() {  # make run in the background, until its banner
     PORT=$1 CALCULATORS=1 make run >"$WORK/$2.out" 2>&1 &
@@ -47,5 +48,9 @@ echo "== make run, again"
 run 5932 second
 curl -sS "localhost:5932/api/result/1"; echo
 stop second
+echo "== make test exit status: $tested"
+exit $tested
 '
+status=$?
 rm -rf "$WORK"
+exit $status
