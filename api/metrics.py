@@ -61,11 +61,17 @@ def prepare_multiprocess_dir() -> str:
     else:
         path = tempfile.mkdtemp(prefix="calculator-metrics-")
         os.environ[MULTIPROC_ENV] = path
+        _created.append(path)
     return path
 
 
-def remove_multiprocess_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+_created: list[str] = []
+
+
+def remove_multiprocess_dir() -> None:
+    """At the server's exit: remove the directory if prepare_multiprocess_dir made it."""
+    while _created:
+        shutil.rmtree(_created.pop(), ignore_errors=True)
 
 
 def init_app(app: Flask) -> None:
