@@ -107,10 +107,13 @@
     for (;;) {
       try {
         const response = await fetch(`/api/result/${id}?wait=${maxWait}`, {cache: "no-store"});
-        const answer = await response.json();
+        const text = await response.text();
+        const answer = JSON.parse(text);
         if (response.status === 200) {
+          // The number as the API wrote it (4.0 stays 4.0, big integers stay exact).
+          const written = /"result":\s*([^,}\s]+)/.exec(text);
           updateSubmission(id, answer.status === "done"
-            ? {status: "done", result: JSON.stringify(answer.result)}
+            ? {status: "done", result: written ? written[1] : JSON.stringify(answer.result)}
             : {status: "error", msg: answer.msg});
           return;
         }
