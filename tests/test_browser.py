@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from flask import jsonify, request
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -54,7 +55,10 @@ def site(api_url, db):
 
 
 def wait(driver, condition, timeout=20, message=""):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message)
+    # The live parts are replaced as the page refreshes them: an element read
+    # a moment ago may be gone (stale), which only means "look again".
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
 
 
 def text_of(driver, css) -> str:
@@ -66,7 +70,7 @@ def screenshot(driver, name):
     if target:
         driver.execute_script("window.scrollTo(0, 0)")
         height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1280, min(max(height + 120, 800), 2400))
+        driver.set_window_size(1280, min(max(height + 120, 800), 1500))
         driver.save_screenshot(os.path.join(target, f"{name}.png"))
         driver.set_window_size(1280, 1000)
 
