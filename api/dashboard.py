@@ -19,6 +19,7 @@ shared by every tab and every visitor, so ten open tabs cost what one does
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -33,7 +34,8 @@ from core.database import load_query
 blueprint = Blueprint("dashboard", __name__, template_folder="templates",
                       static_folder="static", static_url_path="/dashboard/static")
 
-CACHE_SECONDS = 1.0
+# DASHBOARD_CACHE_SECONDS: how long a fragment is shared (0: every request reads).
+CACHE_SECONDS = float(os.environ.get("DASHBOARD_CACHE_SECONDS", "1"))
 RECENT_TASKS = 50
 RECENT_FAILURES = 10
 OVERVIEW_POLL_SECONDS = 2
