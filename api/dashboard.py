@@ -112,6 +112,7 @@ def _context(**extra) -> dict:
         "cancel_url": current_app.config.get("DASHBOARD_CANCEL_URL", CANCEL_URL),
         "overview_poll": OVERVIEW_POLL_SECONDS,
         "tasks_poll": TASKS_POLL_SECONDS,
+        "cache_seconds": CACHE_SECONDS,
         "max_wait": current_app.config["SETTINGS"].max_wait,
         **extra,
     }

@@ -98,12 +98,16 @@ def test_playground_results_errors_and_refusals(chromium, site, calculators, db)
     assert "parse error at column 4" in alert.text
     assert alert.find_element(By.CSS_SELECTOR, "mark").text == "*"  # the spot is marked
     assert chromium.find_element(By.ID, "expression").get_attribute("aria-invalid") == "true"
+    screenshot(chromium, "dashboard-refused")
     submit(chromium, "x+1", "x=ten")
     wait(chromium, lambda d: "'ten' is not a number" in d.find_element(By.ID, "expression-error").text,
          message=chromium.find_element(By.ID, "expression-error").get_attribute("outerHTML"))
     submit(chromium, "sqrt(x)", "x=16")
     wait(chromium, lambda d: "= 4.0" in text_of(d, "#submissions li"))
     assert not chromium.find_element(By.ID, "expression-error").is_displayed()
+    # the overview and the task list follow without waiting for their next turn
+    wait(chromium, lambda d: d.find_element(By.ID, "stat-done").text == "2"
+         and len(d.find_elements(By.CSS_SELECTOR, "#recent-tasks tbody tr")) == 3, timeout=4)
     screenshot(chromium, "dashboard-playground")
 
     # The submissions stay listed across a reload of the page.

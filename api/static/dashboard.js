@@ -10,6 +10,7 @@
   const cancelUrl = body.dataset.cancelUrl || null;
   const STORE = "calculator-submissions";
   const KEEP = 20;
+  let refreshNow = () => {};  // set once the live parts are running
 
   // --- the playground -------------------------------------------------------
 
@@ -100,6 +101,7 @@
     Object.assign(item, changes);
     saveSubmissions(items);
     renderSubmission(item);
+    refreshNow();  // the overview and the list show it at once
   }
 
   // Long poll: the API answers as soon as the outcome is stored, or 202 after maxWait.
@@ -225,14 +227,23 @@
 
   async function refreshTasks() { await refresh($("tasks"), tasksUrl()); }
 
+  // Run action now and then every `seconds` while the tab is visible; one at
+  // a time, and one timer pending at most, however often run() is called.
   function every(seconds, action) {
-    let timer = null;
+    let timer = null, busy = false;
     const run = async () => {
+      if (busy) return;
+      busy = true;
       clearTimeout(timer);
-      if (document.visibilityState === "visible") {
-        try { await action(); setState(""); } catch (error) { setState(`Refresh failed: ${error.message}`); }
+      try {
+        if (document.visibilityState === "visible") { await action(); setState(""); }
+      } catch (error) {
+        setState(`Refresh failed: ${error.message}`);
+      } finally {
+        busy = false;
+        clearTimeout(timer);
+        timer = setTimeout(run, seconds * 1000);
       }
-      timer = setTimeout(run, seconds * 1000);
     };
     document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") run(); });
     timer = setTimeout(run, seconds * 1000);
@@ -278,8 +289,11 @@
       if (item.status === "pending") awaitResult(item.id);
     }
     sample();
-    every(Number(body.dataset.overviewPoll) || 2, refreshOverview);
+    const overviewNow = every(Number(body.dataset.overviewPoll) || 2, refreshOverview);
     const tasksNow = every(Number(body.dataset.tasksPoll) || 5, refreshTasks);
+    // After the server's cache of the fragments (CACHE_SECONDS) has let go of the old ones.
+    const cached = (Number(body.dataset.cacheSeconds) || 0) * 1000 + 100;
+    refreshNow = () => setTimeout(() => { overviewNow(); tasksNow(); }, cached);
     $("status").addEventListener("change", () => {
       const status = $("status").value;
       history.replaceState(null, "", status ? `/?status=${encodeURIComponent(status)}` : "/");
