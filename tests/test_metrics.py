@@ -4,6 +4,7 @@ out; HTTP durations add up across gunicorn's worker processes."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -70,7 +71,7 @@ def test_queue_and_calculator_figures_move_as_tasks_finish_and_time_out(client, 
     assert value(samples, "calculator_queue_queued_tasks") == 3
     assert value(samples, "calculator_queue_oldest_pending_age_seconds") > 0
 
-    calculators(calculation_timeout=1, num_processes=1)
+    calc = calculators(calculation_timeout=1, num_processes=1)
     wait_done(db, ids)
     samples = scrape(client)
     assert value(samples, "calculator_queue_pending_tasks") == 0
@@ -98,6 +99,10 @@ def test_queue_and_calculator_figures_move_as_tasks_finish_and_time_out(client, 
     assert calculator_value(samples, "calculator_results_stored_total") == 4
     assert calculator_value(samples, "calculator_evaluation_duration_seconds_sum") >= 1
     assert value(samples, "calculator_queue_finished_tasks_total", status="error") == 2
+
+    os.kill(wait_for(calc.evaluator_pids, message="the new evaluation process")[0], signal.SIGKILL)
+    wait_for(lambda: calculator_value(scrape(client), "calculator_evaluation_processes_died_total") == 1,
+             timeout=20, interval=0.5, message="the death to be counted")
 
 
 def test_a_scrape_without_the_database_still_answers(db):
