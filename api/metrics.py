@@ -127,8 +127,9 @@ class DatabaseCollector:
 def _queue_stats() -> dict:
     # GET /api/stats's own code, so that /metrics and the page report what
     # the JSON endpoint reports, however it is computed.
+    from flask import make_response
     from api import stats
-    return stats.queue_stats().get_json()
+    return make_response(stats.queue_stats()).get_json()
 
 
 def live_calculators() -> list[dict]:
