@@ -26,7 +26,7 @@ limit_request_line = 8190
 # PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory when unset), which is
 # emptied here, in the master, before any worker starts.
 def on_starting(server):
-    from api.metrics import prepare_multiprocess_dir
+    from api.metrics_dir import prepare_multiprocess_dir  # before anything imports prometheus_client
     prepare_multiprocess_dir()
 
 
@@ -36,5 +36,5 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    from api.metrics import remove_multiprocess_dir
+    from api.metrics_dir import remove_multiprocess_dir
     remove_multiprocess_dir()

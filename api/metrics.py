@@ -6,7 +6,7 @@ Three kinds of figures (every metric is listed in README.md, "Metrics"):
   before/after request hooks, so whichever WSGI server runs the app.
   Under a server of several processes (gunicorn's workers), set
   PROMETHEUS_MULTIPROC_DIR to an empty directory shared by the processes
-  (api/gunicorn.conf.py does it through prepare_multiprocess_dir): every
+  (api/gunicorn.conf.py does it, with api/metrics_dir.py): every
   process then writes its histogram into files there and a scrape,
   answered by any process, adds them all up (prometheus-client's
   multiprocess mode).
@@ -22,8 +22,6 @@ calculator_database_up 0 and the HTTP figures.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 
 from flask import Blueprint, Flask, Response, g, request
@@ -31,11 +29,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from api.db import DatabaseUnavailable, connection
+from api.metrics_dir import MULTIPROC_ENV
 from core.database import load_query
 
 blueprint = Blueprint("metrics", __name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # Created once per process, registered with no registry: each scrape builds
@@ -44,34 +42,6 @@ HTTP_DURATION = Histogram(
     "calculator_http_request_duration_seconds",
     "Time from the request's arrival in Flask to its response, by route template and status.",
     ["method", "route", "status"], buckets=HTTP_BUCKETS, registry=None)
-
-
-def prepare_multiprocess_dir() -> str:
-    """For the server's master process, before it starts its workers: make
-    PROMETHEUS_MULTIPROC_DIR an empty directory (a fresh temporary one when
-    unset), so that figures of an earlier run are not added in."""
-    path = os.environ.get(MULTIPROC_ENV)
-    if path:
-        if os.path.isdir(path):
-            for name in os.listdir(path):
-                if name.endswith(".db"):
-                    os.unlink(os.path.join(path, name))
-        else:
-            os.makedirs(path)
-    else:
-        path = tempfile.mkdtemp(prefix="calculator-metrics-")
-        os.environ[MULTIPROC_ENV] = path
-        _created.append(path)
-    return path
-
-
-_created: list[str] = []
-
-
-def remove_multiprocess_dir() -> None:
-    """At the server's exit: remove the directory if prepare_multiprocess_dir made it."""
-    while _created:
-        shutil.rmtree(_created.pop(), ignore_errors=True)
 
 
 def init_app(app: Flask) -> None:

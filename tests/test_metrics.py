@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.http_client import request
@@ -118,15 +120,18 @@ def test_a_scrape_without_the_database_still_answers(db):
         app.extensions["pool"].close()
 
 
-def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path):
+@pytest.mark.parametrize("given_dir", [True, False], ids=["PROMETHEUS_MULTIPROC_DIR set", "unset"])
+def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path, given_dir):
     """Two worker processes answer; every scrape, whichever answers it, counts all requests."""
     port = free_port()
-    metrics_dir = tmp_path / "prometheus"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update(DATABASE_URL=api_url, BIND=f"127.0.0.1:{port}", PYTHONPATH=str(ROOT),
-               WEB_CONCURRENCY="2", GUNICORN_THREADS="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-    metrics_dir.mkdir()
-    (metrics_dir / "histogram_1.db").write_bytes(b"left over from an earlier run")
+               WEB_CONCURRENCY="2", GUNICORN_THREADS="2", TMPDIR=str(tmp_path))
+    if given_dir:
+        metrics_dir = tmp_path / "prometheus"
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        metrics_dir.mkdir()
+        (metrics_dir / "histogram_1.db").write_bytes(b"left over from an earlier run")
     log = open(tmp_path / "gunicorn.log", "wb")
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py"],
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -143,6 +148,8 @@ def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path):
             thread.start()
         for thread in threads:
             thread.join(60)
+        if not given_dir:  # gunicorn made one in TMPDIR
+            (metrics_dir,) = tmp_path.glob("calculator-metrics-*")
         recorded = sorted(p.name for p in metrics_dir.iterdir())
         assert len([n for n in recorded if n.startswith("histogram_")]) == 2, recorded  # both workers
         key = {"method": "GET", "route": "/healthz", "status": "200"}
@@ -155,6 +162,7 @@ def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path):
         server.terminate()
         server.wait(30)
         log.close()
+    assert not list(tmp_path.glob("calculator-metrics-*")), "the directory gunicorn made is removed"
 
 
 def _answers(base: str):
