@@ -18,6 +18,7 @@ from tests.support import ROOT, insert, wait_done, wait_for
 from tools.pgcluster import free_port
 
 RUNAWAY = "9**(9**9)"
+SLOW = "fac(300000) / fac(299999)"  # a second or two of honest work
 
 
 def parse(text: str) -> dict:
@@ -105,6 +106,20 @@ def test_queue_and_calculator_figures_move_as_tasks_finish_and_time_out(client, 
     os.kill(wait_for(calc.evaluator_pids, message="the new evaluation process")[0], signal.SIGKILL)
     wait_for(lambda: calculator_value(scrape(client), "calculator_evaluation_processes_died_total") == 1,
              timeout=20, interval=0.5, message="the death to be counted")
+
+
+def test_a_stale_result_is_counted(client, db, calculators):
+    """The task is finished by someone else (as by a Calculator that took
+    over after the lease ran out) while this one calculates it."""
+    calc = calculators(num_processes=1)
+    task_id = insert(db, SLOW)
+    wait_for(lambda: f"claimed ids={task_id}" in calc.log(), message="the claim")
+    db.execute("UPDATE tasks SET status = 'done', result = '300000.0', finished_at = now(), "
+               "lease_token = gen_random_uuid() WHERE id = %s", (task_id,))
+    wait_for(lambda: "discarded stale results" in calc.log(), timeout=30, message="the stale result")
+    wait_for(lambda: calculator_value(scrape(client), "calculator_stale_results_discarded_total") == 1,
+             timeout=20, interval=0.5, message="the stale result to be counted")
+    assert calculator_value(scrape(client), "calculator_results_stored_total") == 0
 
 
 def test_a_scrape_without_the_database_still_answers(db):
