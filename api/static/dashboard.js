@@ -196,20 +196,20 @@
     drawSparkline();
   }
 
+  // A step line: each interval between two refreshes at its own rate.
   function drawSparkline() {
+    if (samples.length < 2) return;
+    const end = samples[samples.length - 1].at;
+    const x = (at) => Math.max(0, 300 - (end - at) / SPAN * 300).toFixed(1);
     const rates = [];
     for (let i = 1; i < samples.length; i++) {
       const dt = samples[i].at - samples[i - 1].at;
-      rates.push({at: samples[i].at, rate: Math.max(0, (samples[i].total - samples[i - 1].total) / dt)});
+      rates.push({from: samples[i - 1].at, to: samples[i].at,
+                  rate: Math.max(0, (samples[i].total - samples[i - 1].total) / dt)});
     }
-    if (!rates.length) return;
-    const end = rates[rates.length - 1].at;
     const top = Math.max(1, ...rates.map((r) => r.rate));
-    const points = rates.map((r) => {
-      const x = 300 - (end - r.at) / SPAN * 300;
-      const y = 46 - r.rate / top * 44;
-      return `${x.toFixed(1)},${y.toFixed(1)}`;
-    });
+    const y = (rate) => (46 - rate / top * 44).toFixed(1);
+    const points = rates.flatMap((r) => [`${x(r.from)},${y(r.rate)}`, `${x(r.to)},${y(r.rate)}`]);
     document.querySelector("#sparkline polyline").setAttribute("points", points.join(" "));
     const now = rates[rates.length - 1].rate;
     $("rate-now").textContent = `${now.toFixed(1)} now, peak ${top.toFixed(1)}`;
