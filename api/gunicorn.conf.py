@@ -19,3 +19,22 @@ errorlog = "-"
 # GET /api/results?ids=... carries the ids in the request line (the most
 # gunicorn allows: about 1,000 short ids).
 limit_request_line = 8190
+
+
+# /metrics under several worker processes (prometheus-client's multiprocess
+# mode, see api/metrics.py): the workers write their figures into
+# PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory when unset), which is
+# emptied here, in the master, before any worker starts.
+def on_starting(server):
+    from api.metrics_dir import prepare_multiprocess_dir  # before anything imports prometheus_client
+    prepare_multiprocess_dir()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    from api.metrics_dir import remove_multiprocess_dir
+    remove_multiprocess_dir()

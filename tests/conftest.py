@@ -20,6 +20,23 @@ from tests.support import Calculators
 from tools.pgcluster import LocalPostgres, PostgresError, choose_server
 
 
+def pytest_ignore_collect(collection_path, config):
+    """The browser tests need Chromium: without it they are not collected,
+    and the header says so in one line (.ci/run installs it, so CI runs them)."""
+    from tests.browser import find_chromium
+    if collection_path.name == "test_browser.py" and find_chromium() is None:
+        return True
+    return None
+
+
+def pytest_report_header(config):
+    from tests.browser import find_chromium
+    if find_chromium() is None:
+        return ["browser tests: NOT RUN, no Chromium found "
+                "(apt-get install chromium chromium-driver, or set CHROMIUM and CHROMEDRIVER)"]
+    return ["browser tests: with {} and {}".format(*find_chromium())]
+
+
 def pytest_sessionstart(session):
     """Without a server to test against, say what to install in one line."""
     if not os.environ.get("TEST_DATABASE_URL"):

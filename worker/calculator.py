@@ -32,6 +32,7 @@ from core.logs import format_ids
 from core.migrations import check_schema
 from core.settings import CalculatorSettings
 from worker.evaluators import EvaluatorPool
+from worker.metrics import METRICS
 from worker.registry import HEARTBEAT_SECONDS, Registration
 from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend_leases,
                                release_tasks, store_results)
@@ -158,6 +159,8 @@ class Calculator:
     def _store(self, conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
         stored = store_results(conn, outcomes)
         stale = [o.task.id for o in outcomes if o.task.id not in stored]
+        METRICS.count("results_stored", len(stored))
+        METRICS.count("stale_results_discarded", len(stale))
         if stored:
             log.info("stored ids=%s", format_ids(stored))
         if stale:
@@ -177,6 +180,9 @@ class Calculator:
                                       self.settings.max_attempts)
         self.next_poll = now + self.settings.queue_wait_time
         self.work_expected = len(tasks) + len(given_up) >= room
+        METRICS.count("tasks_given_up", len(given_up))
+        if tasks:
+            METRICS.claimed(len(tasks))
         if given_up:
             log.warning("gave up on ids=%s after %d attempts", format_ids(given_up),
                         self.settings.max_attempts)
