@@ -93,13 +93,28 @@ end
 """
 
 
-def _wrk(base, method, paths, body, clients, seconds) -> dict:
-    script = WORKDIR / "wrk.lua"
+_scripts = 0
+
+
+def _wrk_command(base, method, paths, body, clients, seconds, timeout: float = 2) -> list[str]:
+    global _scripts
+    _scripts += 1
+    script = WORKDIR / f"wrk-{os.getpid()}-{_scripts}.lua"
     body_line = f"wrk.body = {json.dumps(body.decode())}" if body else ""
     script.write_text(_WRK_SCRIPT % (", ".join(json.dumps(p) for p in paths), method, body_line))
-    output = subprocess.run(
-        ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency",
-         "-s", str(script), base], check=True, capture_output=True, text=True).stdout
+    return ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency",
+            "--timeout", f"{timeout:g}s", "-s", str(script), base]
+
+
+def wrk_start(base: str, paths: list[str], clients: int, seconds: float, timeout: float) -> subprocess.Popen:
+    """wrk in the background (GET paths), e.g. a crowd of waiting clients."""
+    return subprocess.Popen(_wrk_command(base, "GET", paths, None, clients, seconds, timeout),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wrk(base, method, paths, body, clients, seconds) -> dict:
+    output = subprocess.run(_wrk_command(base, method, paths, body, clients, seconds),
+                            check=True, capture_output=True, text=True).stdout
     figures = {"tool": "wrk", "server_errors": 0}
     for line in output.splitlines():
         words = line.split()
@@ -109,6 +124,8 @@ def _wrk(base, method, paths, body, clients, seconds) -> dict:
             figures["p50_ms" if words[0] == "50%" else "p99_ms"] = _ms(words[1])
         elif line.strip().startswith("Non-2xx or 3xx responses:"):
             figures["non_2xx"] = int(words[-1])
+        elif line.strip().startswith("Socket errors:"):
+            figures["socket_errors"] = line.split(":", 1)[1].strip()
     return figures
 
 

@@ -1,0 +1,210 @@
+"""The HTTP server compared by measurement: the same Flask app under
+gunicorn gthread, gunicorn gevent and granian (WSGI), side by side, with wrk.
+
+    python -m bench.servers                        # every server, every scenario
+    BENCH_SERVERS=gunicorn-gevent python -m bench.servers
+
+Scenarios, each against a fresh server on one database (no Calculator runs,
+so every task stays pending):
+  throughput  wrk, 4 connections, BENCH_LOAD_SECONDS each: /healthz, POST, GET
+  waiters     1,000 connections wait on a pending id (?wait=30, wrk) while
+              4 more measure /healthz, POST and GET of other ids
+  slowloris   50 connections trickle request headers (a line a second)
+              while 4 more measure /healthz
+  rss         resident memory of the server's processes after all of it
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import psycopg
+
+from bench.common import WORKDIR, database
+from bench.http_load import SUBMISSION, load, pgbench_insert_tps, wrk_start
+from tests.http_client import request
+from tests.support import ROOT, wait_for
+from tools.pgcluster import free_port
+
+SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "5"))
+WAITERS = int(os.environ.get("BENCH_WAITERS", "1000"))
+SLOW_CLIENTS = 50
+
+
+def _commands(port: int) -> dict[str, tuple[list[str], dict]]:
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py"]
+    granian = [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "2", "--no-ws", "--log-level", "warning",
+               "api.wsgi:app"]
+    return {
+        "gunicorn-gthread": (gunicorn, {"API_WORKER_CLASS": "gthread"}),
+        "gunicorn-gevent": (gunicorn, {"API_WORKER_CLASS": "gevent"}),
+        "granian": (granian + ["--blocking-threads", "8"], {}),
+        # granian holds a waiting request on a blocking thread: enough of them
+        # for 1,000 waiters across 2 workers.
+        "granian-512-threads": (granian + ["--blocking-threads", "512"], {}),
+    }
+
+
+NAMES = list(_commands(0))
+
+
+@contextmanager
+def server(name: str, url: str, **env):
+    port = free_port()
+    command, extra = _commands(port)[name]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    environ.update(DATABASE_URL=url, BIND=f"127.0.0.1:{port}", PYTHONPATH=str(ROOT),
+                   LOG_LEVEL="WARNING", **extra, **env)
+    log = open(WORKDIR / f"{name}-{port}.log", "ab")
+    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(base) or process.poll() is not None, timeout=30, interval=0.05,
+                 message=name)
+        assert process.poll() is None, (WORKDIR / f"{name}-{port}.log").read_text()
+        yield base, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _answers(base: str) -> bool:
+    try:
+        return request(base, "GET", "/healthz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (the server's workers)."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            for line in open(f"/proc/{current}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in os.listdir(f"/proc/{current}/task"):
+                pids += [int(p) for p in open(f"/proc/{current}/task/{task}/children").read().split()]
+        except FileNotFoundError:
+            continue
+    return round(total / 1024, 1)
+
+
+def _pending_task(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE tasks RESTART IDENTITY")
+        conn.execute("INSERT INTO tasks (expression) SELECT '1+1' FROM generate_series(1, 1000)")
+        return conn.execute("INSERT INTO tasks (expression) VALUES ('2+2') RETURNING id").fetchone()[0]
+
+
+def _mixed(base: str, seconds: float) -> dict:
+    gets = [f"/api/result/{i}" for i in range(1, 1001)]
+    return {
+        "healthz": load(base, "GET", ["/healthz"], None, 4, seconds),
+        "post": load(base, "POST", ["/api/expression"], SUBMISSION, 4, seconds),
+        "get": load(base, "GET", gets, None, 4, seconds),
+    }
+
+
+def throughput(base: str, url: str) -> dict:
+    _pending_task(url)
+    return _mixed(base, SECONDS)
+
+
+def waiters(base: str, url: str) -> dict:
+    task_id = _pending_task(url)
+    crowd = wrk_start(base, [f"/api/result/{task_id}?wait=30"], WAITERS, SECONDS * 3 + 5, timeout=60)
+    try:
+        time.sleep(3)  # let the crowd connect and start waiting
+        figures = _mixed(base, SECONDS)
+    finally:
+        output = crowd.communicate()[0]
+    figures["crowd_answered"] = _answered(output)
+    return figures
+
+
+def _answered(wrk_output: str) -> str:
+    for line in wrk_output.splitlines():
+        if "requests in" in line:
+            return line.strip()
+    return wrk_output.strip()[-200:]
+
+
+def slowloris(base: str, url: str) -> dict:
+    _pending_task(url)
+    host, port = base.rsplit("/", 1)[1].split(":")
+    stop = threading.Event()
+    sockets = []
+    for _ in range(SLOW_CLIENTS):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        sockets.append(s)
+
+    def trickle():
+        n = 0
+        while not stop.wait(1):
+            n += 1
+            for s in sockets:
+                try:
+                    s.sendall(f"X-Slow-{n}: {n}\r\n".encode())
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1)
+        figures = {"healthz": load(base, "GET", ["/healthz"], None, 4, SECONDS)}
+    finally:
+        stop.set()
+        thread.join()
+        for s in sockets:
+            s.close()
+    return figures
+
+
+def compare(url: str, names: list[str]) -> dict:
+    results = {}
+    for name in names:
+        print(name, flush=True)
+        figures = results[name] = {}
+        with server(name, url) as (base, process):
+            figures["rss_idle_mib"] = rss_mib(process.pid)
+            for scenario in (throughput, waiters, slowloris):
+                figures[scenario.__name__] = scenario(base, url)
+                print(f"  {scenario.__name__}: {json.dumps(figures[scenario.__name__])}", flush=True)
+            figures["rss_after_mib"] = rss_mib(process.pid)
+    return results
+
+
+def main() -> int:
+    names = os.environ.get("BENCH_SERVERS", ",".join(NAMES)).split(",")
+    with database() as (url, cluster):
+        results = {"servers": compare(url, names)}
+        if cluster:
+            results["pgbench_insert_tps"] = pgbench_insert_tps(cluster, 4, max(2, int(SECONDS)))
+    print(json.dumps(results, indent=1))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = ROOT / "bench" / "results" / f"servers-{stamp}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
