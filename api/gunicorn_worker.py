@@ -9,8 +9,10 @@
   one over limit_request_line, malformed headers are refused by gunicorn's
   parser before Flask sees them, and gunicorn writes those answers as HTML.
   Here they are {"msg": ...} like every other answer of the API.
-- SIGTERM: requests waiting on ?wait= answer "pending" (202) at once, so
-  shutting down does not keep them, or cut them off, for graceful_timeout.
+- SIGTERM: requests waiting on ?wait= answer "pending" (202) at once and
+  their connections are closed, so shutting down does not keep them, or cut
+  them off, for graceful_timeout. (An idle keep-alive connection still holds
+  the worker for up to `keepalive` seconds, as in gunicorn's own worker.)
 
 Configured in api/gunicorn.conf.py (worker_class).
 """
@@ -39,12 +41,28 @@ util.write_error = write_json_error
 class ApiWorker(GeventWorker):
     def handle_request(self, listener_name, req, sock, addr):
         try:
-            return super().handle_request(listener_name, req, sock, addr)
+            handled = super().handle_request(listener_name, req, sock, addr)
         finally:
             gevent.sleep(0)  # let the other connections have their turn
+        if not self.alive:
+            raise StopIteration()  # stopping: close this connection now, not after keepalive
+        return handled
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
-        waiter = getattr(self.wsgi, "extensions", {}).get("result_waiter")
+        waiter = self._extension("result_waiter")
         if waiter is not None:
             gevent.spawn(waiter.release_all)
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            for name in ("result_waiter", "pool"):
+                extension = self._extension(name)
+                if extension is not None:
+                    extension.close()
+
+    def _extension(self, name: str):
+        # None before the app is loaded (a SIGTERM right after the fork).
+        return getattr(getattr(self, "wsgi", None), "extensions", {}).get(name)
