@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from api.db import connection, notify_tasks_inserted
 from api.errors import BadRequest
+from api.idempotency import idempotency_key, submit_once
 from api.request_body import json_object
 from api.result_waiter import wait_for_outcome
 from core.expression import (ExpressionError, check_variables, compile_expression, json_type,
@@ -43,15 +44,37 @@ def checked_submission(item) -> tuple[str, str]:
     return item["expression"], variables_to_json(variables)
 
 
+def _store(body: dict, insert) -> tuple[list[int], bool]:
+    """insert(conn) -> ids, at most once per Idempotency-Key; (ids, created)."""
+    key = idempotency_key()
+    with connection() as conn:
+        if key is None:
+            ids, created = insert(conn), True
+        else:
+            ids, created = submit_once(conn, key, body, insert)
+        if created:
+            notify_tasks_inserted(conn)
+    return ids, created
+
+
+def _accepted(payload: dict, created: bool):
+    response = jsonify(payload)
+    response.status_code = 202
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
 @blueprint.post("/expression")
 def submit_expression():
     body = json_object(required={"expression"}, optional={"variables"})
     expression, variables = checked_submission(body)
-    with connection() as conn:
-        (task_id,) = conn.execute(INSERT_TASK, (expression, variables), prepare=True).fetchone()
-        notify_tasks_inserted(conn)
-    response = jsonify({"expression_id": task_id})
-    response.status_code = 202
+
+    def insert(conn) -> list[int]:
+        return [conn.execute(INSERT_TASK, (expression, variables), prepare=True).fetchone()[0]]
+
+    (task_id,), created = _store(body, insert)
+    response = _accepted({"expression_id": task_id}, created)
     response.headers["Location"] = url_for("expressions.get_result", expression_id=task_id)
     return response
 
@@ -76,12 +99,13 @@ def submit_expressions():
                             "errors": errors})
         response.status_code = 400
         return response
-    with connection() as conn:
+
+    def insert(conn) -> list[int]:
         rows = conn.execute(INSERT_TASKS, ([e for e, _ in accepted], [v for _, v in accepted])).fetchall()
-        notify_tasks_inserted(conn)
-    response = jsonify({"expression_ids": sorted(row[0] for row in rows)})
-    response.status_code = 202
-    return response
+        return sorted(row[0] for row in rows)
+
+    ids, created = _store(body, insert)
+    return _accepted({"expression_ids": ids}, created)
 
 
 def _submission_object(item) -> dict:
