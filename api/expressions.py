@@ -148,9 +148,11 @@ def get_results():
         raise BadRequest("give ids as ?ids=1,2,3")
     if len(parts) > max_batch:
         raise BadRequest(f"at most {max_batch} ids at once, not {len(parts)}")
-    ids = [parse_expression_id(p.strip()) for p in parts]
+    # An id past the largest bigint cannot exist: it is unknown like any other absent id.
+    ids = [_bulk_id(p.strip()) for p in parts]
     with connection() as conn:
-        found = {r[0]: r[1:] for r in conn.execute(SELECT_OUTCOMES, (ids,))}
+        found = {r[0]: r[1:] for r in conn.execute(
+            SELECT_OUTCOMES, ([i for i in ids if i <= MAX_BIGINT],))}
     results = []
     for task_id in ids:
         if task_id in found:
@@ -173,6 +175,16 @@ def _wait_seconds() -> float:
     if not 0 <= seconds <= max_wait:  # also refuses nan
         raise BadRequest(f"wait must be a number of seconds from 0 to {max_wait:g}, not {raw[:40]!r}")
     return seconds
+
+
+def _bulk_id(text: str) -> int:
+    try:
+        return parse_expression_id(text)
+    except BadRequest as error:
+        digits = text.lstrip("0")
+        if error.status != 404 or len(digits) > 40:
+            raise BadRequest(f"expression id must be a positive integer, not {text[:40]!r}") from None
+        return int(digits)
 
 
 def parse_expression_id(text: str) -> int:

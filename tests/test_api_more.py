@@ -198,3 +198,14 @@ def test_submissions_through_the_api_wake_the_calculators(client, db, database_u
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
         assert client.post("/api/expressions", json={"items": [{"expression": "1"}]}).status_code == 202
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
+
+
+def test_a_bulk_read_of_an_id_past_the_largest_bigint_says_unknown(client, db):
+    task_id = insert(db, "1")
+    response = client.get(f"/api/results?ids={task_id},9223372036854775808")
+    assert response.status_code == 200
+    assert response.json["results"] == [
+        {"expression_id": task_id, "status": "pending"},
+        {"expression_id": 9223372036854775808, "status": "unknown",
+         "msg": "no expression with id 9223372036854775808"}]
+    assert client.get("/api/results?ids=" + "9" * 50).status_code == 400
