@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from api.db import connection, notify_tasks_inserted
@@ -34,6 +36,7 @@ INSERT_TASKS = """
 SELECT_OUTCOME = "SELECT status, result, error FROM tasks WHERE id = %s"
 SELECT_OUTCOMES = "SELECT id, status, result, error FROM tasks WHERE id = ANY(%s)"
 MAX_BIGINT = 2**63 - 1
+IDS = re.compile(r"0*[1-9][0-9]*(,0*[1-9][0-9]*)*")  # as api/openapi.json says
 
 
 def checked_submission(item) -> tuple[str, str]:
@@ -142,14 +145,16 @@ def get_result(expression_id: str):
 @blueprint.get("/results")
 def get_results():
     raw = request.args.get("ids", "")
-    parts = [p for p in raw.split(",") if p.strip()]
     max_batch = current_app.config["SETTINGS"].max_batch
-    if not parts:
+    if not raw:
         raise BadRequest("give ids as ?ids=1,2,3")
+    if not IDS.fullmatch(raw):
+        raise BadRequest(f"ids must be expression ids separated by commas, like ?ids=1,2,3, not {raw[:40]!r}")
+    parts = raw.split(",")
     if len(parts) > max_batch:
         raise BadRequest(f"at most {max_batch} ids at once, not {len(parts)}")
     # An id past the largest bigint cannot exist: it is unknown like any other absent id.
-    ids = [_bulk_id(p.strip()) for p in parts]
+    ids = [_bulk_id(p) for p in parts]
     with connection() as conn:
         found = {r[0]: r[1:] for r in conn.execute(
             SELECT_OUTCOMES, ([i for i in ids if i <= MAX_BIGINT],))}
