@@ -213,6 +213,20 @@ def notify_tasks_inserted(conn: psycopg.Connection) -> None:
                     error_summary(error))
 
 
+def end_transaction(pipeline: psycopg.Pipeline) -> None:
+    """In a pipeline, end the implicit transaction of what was sent so far
+    without waiting for its results: the insert and the NOTIFY after it then
+    travel in one round trip and still commit separately (see
+    notify_tasks_inserted). psycopg offers this only as Pipeline.sync(), which
+    waits for the results (a round trip); its private _enqueue_sync() sends
+    the Sync alone. Without it (another psycopg), sync() is still correct."""
+    enqueue = getattr(pipeline, "_enqueue_sync", None)
+    if enqueue is None:
+        pipeline.sync()
+    else:
+        enqueue()
+
+
 @contextlib.contextmanager
 def connection() -> Iterator[psycopg.Connection]:
     """A pooled connection; database failures become DatabaseUnavailable."""

@@ -12,7 +12,7 @@ import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from api.db import connection, notify_tasks_inserted
+from api.db import connection, end_transaction, notify_tasks_inserted
 from api.errors import BadRequest
 from api.idempotency import idempotency_key, submit_once
 from api.request_body import json_object
@@ -48,13 +48,17 @@ def checked_submission(item) -> tuple[str, str]:
 
 
 def _store(body: dict, insert) -> tuple[list[int], bool]:
-    """insert(conn) -> ids, at most once per Idempotency-Key; (ids, created)."""
+    """Run insert(conn), which sends the INSERT and returns a function that
+    reads its ids, at most once per Idempotency-Key: (ids, created)."""
     key = idempotency_key()
     with connection() as conn:
         if key is None:
-            ids, created = insert(conn), True
-        else:
-            ids, created = submit_once(conn, key, body, insert)
+            with conn.pipeline() as pipeline:
+                rows = insert(conn)
+                end_transaction(pipeline)
+                notify_tasks_inserted(conn)
+            return rows(), True
+        ids, created = submit_once(conn, key, body, lambda c: insert(c)())
         if created:
             notify_tasks_inserted(conn)
     return ids, created
@@ -73,8 +77,9 @@ def submit_expression():
     body = json_object(required={"expression"}, optional={"variables"})
     expression, variables = checked_submission(body)
 
-    def insert(conn) -> list[int]:
-        return [conn.execute(INSERT_TASK, (expression, variables), prepare=True).fetchone()[0]]
+    def insert(conn):
+        cursor = conn.execute(INSERT_TASK, (expression, variables), prepare=True)
+        return lambda: [cursor.fetchone()[0]]
 
     (task_id,), created = _store(body, insert)
     response = _accepted({"expression_id": task_id}, created)
@@ -103,9 +108,9 @@ def submit_expressions():
         response.status_code = 400
         return response
 
-    def insert(conn) -> list[int]:
-        rows = conn.execute(INSERT_TASKS, ([e for e, _ in accepted], [v for _, v in accepted])).fetchall()
-        return sorted(row[0] for row in rows)
+    def insert(conn):
+        cursor = conn.execute(INSERT_TASKS, ([e for e, _ in accepted], [v for _, v in accepted]))
+        return lambda: sorted(row[0] for row in cursor.fetchall())
 
     ids, created = _store(body, insert)
     return _accepted({"expression_ids": ids}, created)

@@ -231,3 +231,17 @@ def test_a_bulk_read_of_an_id_past_the_largest_bigint_says_unknown(client, db):
         {"expression_id": 9223372036854775808, "status": "unknown",
          "msg": "no expression with id 9223372036854775808"}]
     assert client.get("/api/results?ids=" + "9" * 50).status_code == 400
+
+
+def test_a_submission_commits_before_its_notify_in_the_same_round_trip(database_url, db):
+    """The pipeline in POST /api/expression: the INSERT and the NOTIFY after it
+    are two transactions (the NOTIFY must not hold its lock over the insert's
+    commit, see sql/004), though sent together."""
+    import psycopg
+    from api.db import end_transaction
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with conn.pipeline() as pipeline:
+            first = conn.execute("SELECT txid_current()")
+            end_transaction(pipeline)
+            second = conn.execute("SELECT txid_current()")
+        assert first.fetchone() != second.fetchone()
