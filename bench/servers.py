@@ -45,7 +45,9 @@ def _commands(port: int) -> dict[str, tuple[list[str], dict]]:
                "api.wsgi:app"]
     return {
         "gunicorn-gthread": (gunicorn, {"API_WORKER_CLASS": "gthread"}),
+        # api/gunicorn_worker.py: gevent with fair turns and JSON errors (the default)
         "gunicorn-gevent": (gunicorn, {"API_WORKER_CLASS": "gevent"}),
+        "gunicorn-gevent-plain": (gunicorn, {"API_WORKER_CLASS": "gevent-plain"}),
         "granian": (granian + ["--blocking-threads", "8"], {}),
         # granian holds a waiting request on a blocking thread: enough of them
         # for 1,000 waiters across 2 workers.
@@ -192,17 +194,42 @@ def compare(url: str, names: list[str]) -> dict:
     return results
 
 
+def report(results: dict) -> None:
+    pgbench = [results.get("pgbench_insert_tps_before"), results.get("pgbench_insert_tps_after")]
+    pgbench = [v for v in pgbench if v]
+    tps = sum(pgbench) / len(pgbench) if pgbench else None
+    if tps:
+        print(f"\npgbench single-row INSERT, 4 clients: {' / '.join(f'{v:,.0f}' for v in pgbench)} TPS "
+              f"(before / after the servers)")
+    print(f"\n{'server':24} {'scenario':10} {'request':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs pgbench':>10}")
+    for name, figures in results["servers"].items():
+        for scenario in ("throughput", "waiters", "slowloris"):
+            for request_name, v in figures[scenario].items():
+                if not isinstance(v, dict):
+                    continue
+                rate = v.get("requests_per_second", 0)
+                ratio = f"{rate / tps:.2f}x" if tps and scenario == "throughput" else ""
+                print(f"{name:24} {scenario:10} {request_name:8} {rate:8,.0f} {v.get('p50_ms', 0):8.2f} "
+                      f"{v.get('p99_ms', 0):8.2f} {ratio:>10}")
+        print(f"{name:24} RSS {figures['rss_idle_mib']} MiB idle, {figures['rss_after_mib']} MiB after; "
+              f"crowd: {figures['waiters'].get('crowd_answered')}")
+
+
 def main() -> int:
     names = os.environ.get("BENCH_SERVERS", ",".join(NAMES)).split(",")
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": SECONDS}
     with database() as (url, cluster):
-        results = {"servers": compare(url, names)}
+        # The database's own rate for the same work, before and after the servers.
         if cluster:
-            results["pgbench_insert_tps"] = pgbench_insert_tps(cluster, 4, max(2, int(SECONDS)))
-    print(json.dumps(results, indent=1))
+            results["pgbench_insert_tps_before"] = pgbench_insert_tps(cluster, 4, max(2, int(SECONDS)))
+        results["servers"] = compare(url, names)
+        if cluster:
+            results["pgbench_insert_tps_after"] = pgbench_insert_tps(cluster, 4, max(2, int(SECONDS)))
+    report(results)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = ROOT / "bench" / "results" / f"servers-{stamp}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"written to {path}")
+    print(f"\nwritten to {path}")
     return 0
 
 
