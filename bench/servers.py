@@ -4,8 +4,8 @@ gunicorn gthread, gunicorn gevent and granian (WSGI), side by side, with wrk.
     python -m bench.servers                        # every server, every scenario
     BENCH_SERVERS=gunicorn-gevent python -m bench.servers
 
-Scenarios, each against a fresh server on one database (no Calculator runs,
-so every task stays pending):
+Scenarios, on one database (no Calculator runs, so every task stays pending),
+each on every server in turn, BENCH_RUNS rounds (default 2), medians:
   throughput  wrk, 4 connections, BENCH_LOAD_SECONDS each: /healthz, POST, GET
   waiters     1,000 connections wait on a pending id (?wait=30, wrk) while
               4 more measure /healthz, POST and GET of other ids
@@ -16,8 +16,10 @@ so every task stays pending):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import statistics
 import socket
 import subprocess
 import sys
@@ -36,6 +38,7 @@ from tools.pgcluster import free_port
 SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "5"))
 WAITERS = int(os.environ.get("BENCH_WAITERS", "1000"))
 SLOW_CLIENTS = 50
+ROUNDS = int(os.environ.get("BENCH_RUNS", "2"))
 
 
 def _commands(port: int) -> dict[str, tuple[list[str], dict]]:
@@ -130,12 +133,17 @@ def throughput(base: str, url: str) -> dict:
 
 def waiters(base: str, url: str) -> dict:
     task_id = _pending_task(url)
-    crowd = wrk_start(base, [f"/api/result/{task_id}?wait=30"], WAITERS, SECONDS * 3 + 5, timeout=60)
+    crowd = wrk_start(base, [f"/api/result/{task_id}?wait=30"], WAITERS, SECONDS * 3 + 4, timeout=60)
     try:
         time.sleep(3)  # let the crowd connect and start waiting
         figures = _mixed(base, SECONDS)
     finally:
         output = crowd.communicate()[0]
+        # Release what the server still holds (a thread per waiter, for some).
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE tasks SET status = 'done', result = '4', finished_at = now() WHERE id = %s",
+                         (task_id,))
+            conn.execute("SELECT pg_notify('results_stored', %s)", (str(task_id),))
     figures["crowd_answered"] = _answered(output)
     return figures
 
@@ -180,18 +188,38 @@ def slowloris(base: str, url: str) -> dict:
     return figures
 
 
-def compare(url: str, names: list[str]) -> dict:
-    results = {}
-    for name in names:
-        print(name, flush=True)
-        figures = results[name] = {}
-        with server(name, url) as (base, process):
-            figures["rss_idle_mib"] = rss_mib(process.pid)
+def compare(url: str, names: list[str], rounds: int) -> dict:
+    """Every server started at once; then, round after round, each scenario on
+    each server in turn, so that the machine's changing load spreads over all
+    of them. Each figure is the median of the rounds."""
+    runs: dict = {name: {} for name in names}
+    with contextlib.ExitStack() as stack:
+        started = {name: stack.enter_context(server(name, url)) for name in names}
+        rss_idle = {name: rss_mib(process.pid) for name, (_, process) in started.items()}
+        for round_number in range(rounds):
             for scenario in (throughput, waiters, slowloris):
-                figures[scenario.__name__] = scenario(base, url)
-                print(f"  {scenario.__name__}: {json.dumps(figures[scenario.__name__])}", flush=True)
-            figures["rss_after_mib"] = rss_mib(process.pid)
-    return results
+                for name, (base, _) in started.items():
+                    figures = scenario(base, url)
+                    runs[name].setdefault(scenario.__name__, []).append(figures)
+                    print(f"  round {round_number + 1} {scenario.__name__} {name}: "
+                          f"{json.dumps(figures)[:300]}", flush=True)
+        rss_after = {name: rss_mib(process.pid) for name, (_, process) in started.items()}
+    return {name: {"rss_idle_mib": rss_idle[name], "rss_after_mib": rss_after[name],
+                   **{scenario: _median_figures(values) for scenario, values in runs[name].items()}}
+            for name in names}
+
+
+def _median_figures(values: list[dict]) -> dict:
+    merged = {}
+    for request_name, first in values[0].items():
+        if not isinstance(first, dict):
+            merged[request_name] = [v[request_name] for v in values]
+            continue
+        merged[request_name] = {
+            key: statistics.median(v[request_name].get(key, 0) for v in values)
+            for key in ("requests_per_second", "p50_ms", "p99_ms")}
+        merged[request_name]["runs"] = [v[request_name] for v in values]
+    return merged
 
 
 def report(results: dict) -> None:
@@ -209,6 +237,9 @@ def report(results: dict) -> None:
                     continue
                 rate = v.get("requests_per_second", 0)
                 ratio = f"{rate / tps:.2f}x" if tps and scenario == "throughput" else ""
+                if rate == 0:
+                    print(f"{name:24} {scenario:10} {request_name:8} no answer within wrk's 2 s timeout")
+                    continue
                 print(f"{name:24} {scenario:10} {request_name:8} {rate:8,.0f} {v.get('p50_ms', 0):8.2f} "
                       f"{v.get('p99_ms', 0):8.2f} {ratio:>10}")
         print(f"{name:24} RSS {figures['rss_idle_mib']} MiB idle, {figures['rss_after_mib']} MiB after; "
@@ -222,7 +253,7 @@ def main() -> int:
         # The database's own rate for the same work, before and after the servers.
         if cluster:
             results["pgbench_insert_tps_before"] = pgbench_insert_tps(cluster, 4, max(2, int(SECONDS)))
-        results["servers"] = compare(url, names)
+        results["servers"] = compare(url, names, ROUNDS)
         if cluster:
             results["pgbench_insert_tps_after"] = pgbench_insert_tps(cluster, 4, max(2, int(SECONDS)))
     report(results)
