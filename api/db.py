@@ -26,7 +26,7 @@ from typing import Iterator
 
 import psycopg
 from flask import Flask, current_app
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from core.database import connect, error_summary
 from core.migrations import check_schema
@@ -170,11 +170,17 @@ class Database:
             if self.down_since is not None:
                 self._probe()
             pool = self.pool
-            if pool.closed:
-                pool.open(wait=False)
             left = deadline - time.monotonic()
             try:
+                if pool.closed:
+                    with self._lock:
+                        if pool is self.pool and pool.closed:
+                            pool.open(wait=False)  # first use in this (forked) process
                 conn = pool.getconn(timeout=max(0.01, min(GETCONN_SLICE_SECONDS, left)))
+            except PoolClosed:
+                if pool is self.pool:
+                    raise DatabaseUnavailable("the connection pool is closed (shutting down)") from None
+                continue  # replaced by a probe a moment ago: take the new one
             except PoolTimeout:
                 if time.monotonic() >= deadline:
                     raise DatabaseUnavailable(f"no database connection free after {self.timeout:g} s") from None
