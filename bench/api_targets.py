@@ -6,7 +6,8 @@ Each round, on one durable database: wrk with 4 connections on POST
 /api/expression, GET /api/result/<id> and a trivial Flask endpoint, then
 pgbench's single-row INSERT with 4 clients (the ratios compare figures
 measured together), then submit -> result over HTTP with ?wait= at 50/s
-(client view, one keep-alive connection) with one Calculator.
+(client view, one keep-alive connection) with one Calculator, under the
+gevent worker and, for comparison, the thread worker.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def main() -> int:
                 figures = http_load.api_load(url, 4, SECONDS, cluster)
                 with http_load.gunicorn(url) as (base, _):
                     figures["submit_then_wait"] = latency.http_latency(url, conn, base, 50, LATENCY_SECONDS)
+                # The same under the thread worker, for comparison in the same run.
+                with http_load.gunicorn(url, API_WORKER_CLASS="gthread") as (base, _):
+                    figures["submit_then_wait_gthread"] = latency.http_latency(url, conn, base, 50, LATENCY_SECONDS)
                 rounds.append(figures)
                 tps = figures["pgbench_insert_tps"]
                 print(f"run {run + 1}: POST {figures['post_expression']['requests_per_second']:,.0f} "
@@ -44,7 +48,9 @@ def main() -> int:
                       f"({figures['get_result']['requests_per_second'] / tps:.2f}x), "
                       f"trivial {figures['trivial_flask']['requests_per_second']:,.0f}, pgbench {tps:,.0f} TPS, "
                       f"submit->result p50 {figures['submit_then_wait']['client']['p50']:.2f} ms "
-                      f"p99 {figures['submit_then_wait']['client']['p99']:.2f} ms", flush=True)
+                      f"p99 {figures['submit_then_wait']['client']['p99']:.2f} ms "
+                      f"(database part p50 {figures['submit_then_wait']['database']['p50']:.2f} ms; "
+                      f"gthread p50 {figures['submit_then_wait_gthread']['client']['p50']:.2f} ms)", flush=True)
     med = lambda f: statistics.median(f(r) for r in rounds)  # noqa: E731
     print(f"\nmedian of {RUNS}: POST {med(lambda r: r['post_expression']['requests_per_second'] / r['pgbench_insert_tps']):.2f}x "
           f"pgbench (target 0.5), GET {med(lambda r: r['get_result']['requests_per_second'] / r['pgbench_insert_tps']):.2f}x "
