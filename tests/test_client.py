@@ -74,3 +74,40 @@ def test_usage_mistakes_and_help(http_server):
     assert both.returncode == 2 and "not both" in both.stderr
     helped = client(http_server, "--help")
     assert "CALCULATOR_URL" in helped.stdout and "one expression per line" in helped.stdout
+
+
+def test_a_submission_answered_503_is_sent_again_with_the_same_idempotency_key():
+    """A stand-in API that is unavailable twice, then accepts: the client
+    retries, and every attempt carries one key (so the API can dedupe)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from api.client import Client
+
+    keys = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            keys.append(self.headers.get("Idempotency-Key"))
+            status, body = (503, {"msg": "database unavailable"}) if len(keys) < 3 else (202, {"expression_id": 7})
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert Client(f"http://127.0.0.1:{server.server_port}", timeout=10).submit("1+1", {}) == 7
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert len(keys) == 3 and keys[0] and len(set(keys)) == 1
