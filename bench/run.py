@@ -87,7 +87,7 @@ def main() -> int:
                 lat["http_submit_then_wait"] = repeat(
                     "HTTP POST + GET ?wait=", lambda: latency.http_latency(url, conn, base, rate, LATENCY_SECONDS))
             print("API", flush=True)
-            figures["api"] = repeat("API load", lambda: http_load.api_load(url, CLIENTS, LOAD_SECONDS))
+            figures["api"] = repeat("API load", lambda: http_load.api_load(url, CLIENTS, LOAD_SECONDS, cluster))
             seconds = max(2, int(LOAD_SECONDS))
             figures["pgbench_insert_tps"] = repeat(
                 f"pgbench INSERT, {CLIENTS} clients", lambda: http_load.pgbench_insert_tps(cluster, CLIENTS, seconds))
@@ -146,9 +146,15 @@ def report(f: dict) -> None:
     rows.append(("pgbench INSERT (TPS)", f"{pgbench:,.0f}", "", "", ""))
     print()
     _table(rows)
-    post = med(api, lambda v: v["post_expression"]["requests_per_second"])
     trig = f["trigger"]
-    print(f"\nPOST /api/expression = {post / pgbench:.2f} x pgbench INSERT TPS at {f['settings']['clients']} clients")
+    if "pgbench_insert_tps" in api[0]:
+        # Each run's API figures against the pgbench run right after them.
+        for name, label, target in (("post_expression", "POST /api/expression", 0.5),
+                                    ("get_result", "GET /api/result/<id>", 1.0)):
+            ratios = [v[name]["requests_per_second"] / v["pgbench_insert_tps"] for v in api]
+            print(f"\n{label} = {statistics.median(ratios):.2f} x pgbench INSERT TPS measured with it "
+                  f"(runs: {', '.join(f'{r:.2f}' for r in ratios)}; target {target})", end="")
+        print()
     for clients in ("_1_client", ""):
         with_t, without = med(trig["with_trigger" + clients]), med(trig["without_trigger" + clients])
         print(f"NOTIFY trigger cost{clients.replace('_', ' ') or ' (' + str(f['settings']['clients']) + ' clients)'}: "

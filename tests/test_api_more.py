@@ -189,7 +189,29 @@ def test_openapi_examples_are_valid_requests(client, db):
                 response = client.open(path, method=method.upper(), json=example["value"])
                 assert response.status_code == 202, (path, name, response.json)
     served = client.get("/api/openapi.json")
-    assert served.status_code == 200 and served.json == spec
+    assert served.status_code == 200 and served.json["paths"].keys() == spec["paths"].keys()
+
+
+def test_the_served_openapi_document_states_this_service_s_limits(api_url, db):
+    from api import create_app
+    from core.migrations import required_version
+    from core.settings import ApiSettings, ExpressionLimits
+    settings = ApiSettings(max_wait=7, max_batch=50, limits=ExpressionLimits(max_expression_length=99))
+    app = create_app({"DATABASE_URL": api_url, "SETTINGS": settings})
+    try:
+        client = app.test_client()
+        doc = client.get("/api/openapi.json").json
+        wait = [p for p in doc["paths"]["/api/result/{expression_id}"]["get"]["parameters"] if p["name"] == "wait"]
+        assert wait[0]["schema"]["maximum"] == 7
+        assert client.get("/api/result/1?wait=7.5").status_code == 400
+        bulk = doc["paths"]["/api/expressions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert bulk["properties"]["items"]["maxItems"] == 50
+        assert doc["components"]["schemas"]["Submission"]["properties"]["expression"]["maxLength"] == 99
+        ready = doc["paths"]["/readyz"]["get"]["responses"]["200"]["content"]["application/json"]["example"]
+        assert ready["schema_version"] == required_version() == client.get("/readyz").json["schema_version"]
+    finally:
+        app.extensions["result_waiter"].close()
+        app.extensions["pool"].close()
 
 
 def test_submissions_through_the_api_wake_the_calculators(client, db, database_url):
@@ -219,3 +241,28 @@ def test_a_refused_json_constant_is_named_once(client, db):
                            content_type="application/json")
     assert response.status_code == 400
     assert response.json["msg"] == "malformed JSON: NaN is not a valid JSON number"
+
+
+def test_a_bulk_read_of_an_id_past_the_largest_bigint_says_unknown(client, db):
+    task_id = insert(db, "1")
+    response = client.get(f"/api/results?ids={task_id},9223372036854775808")
+    assert response.status_code == 200
+    assert response.json["results"] == [
+        {"expression_id": task_id, "status": "pending"},
+        {"expression_id": 9223372036854775808, "status": "unknown",
+         "msg": "no expression with id 9223372036854775808"}]
+    assert client.get("/api/results?ids=" + "9" * 50).status_code == 400
+
+
+def test_a_submission_commits_before_its_notify_in_the_same_round_trip(database_url, db):
+    """The pipeline in POST /api/expression: the INSERT and the NOTIFY after it
+    are two transactions (the NOTIFY must not hold its lock over the insert's
+    commit, see sql/004), though sent together."""
+    import psycopg
+    from api.db import end_transaction
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with conn.pipeline() as pipeline:
+            first = conn.execute("SELECT txid_current()")
+            end_transaction(pipeline)
+            second = conn.execute("SELECT txid_current()")
+        assert first.fetchone() != second.fetchone()

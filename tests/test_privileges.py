@@ -18,6 +18,8 @@ API_MAY_NOT = [
     "TRUNCATE tasks",
     "INSERT INTO tasks (expression, status, error, finished_at) VALUES ('1', 'error', 'forged', now())",
     "DROP TABLE tasks",
+    "TRUNCATE idempotency_keys",
+    "DROP TABLE idempotency_keys",
 ]
 WORKER_MAY_NOT = [
     "INSERT INTO tasks (expression) VALUES ('1')",
@@ -25,6 +27,8 @@ WORKER_MAY_NOT = [
     "UPDATE tasks SET variables = '{\"x\": 1}'",
     "DELETE FROM tasks",
     "DROP TABLE tasks",
+    "SELECT * FROM idempotency_keys",
+    "INSERT INTO idempotency_keys (key, fingerprint, expression_ids) VALUES ('k', sha256(''), '{1}')",
 ]
 
 
