@@ -52,7 +52,8 @@ def idempotency_key() -> str | None:
 
 
 def fingerprint(body: dict) -> bytes:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Numbers arrive as Decimals (core/numbers.py), kept as they were written.
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(f"{request.method} {request.path}\n{canonical}".encode()).digest()
 
 

@@ -159,15 +159,22 @@ def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path, gi
             for _ in range(25):
                 assert request(base, "GET", "/healthz")[0] == 200
 
-        threads = [threading.Thread(target=hammer) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
         if not given_dir:  # gunicorn made one in TMPDIR
+            wait_for(lambda: list(tmp_path.glob("calculator-metrics-*")), timeout=10,
+                     message="gunicorn's metrics directory")
             (metrics_dir,) = tmp_path.glob("calculator-metrics-*")
-        recorded = sorted(p.name for p in metrics_dir.iterdir())
-        assert len([n for n in recorded if n.startswith("histogram_")]) == 2, recorded  # both workers
+
+        def both_workers_answered():
+            # Which worker accepts a connection is the kernel's choice: keep
+            # sending until each has recorded a request (or the deadline).
+            threads = [threading.Thread(target=hammer) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            return len([p for p in metrics_dir.iterdir() if p.name.startswith("histogram_")]) == 2
+
+        wait_for(both_workers_answered, timeout=60, interval=0, message="both workers to answer")
         key = {"method": "GET", "route": "/healthz", "status": "200"}
         for _ in range(6):  # scrapes land on either worker
             status, _, text = request(base, "GET", "/metrics")
