@@ -28,33 +28,27 @@ def _domain_checked(name: str, function: Callable[..., Any]) -> Callable[..., An
     return checked
 
 
-def _divide(a, b):
-    if b == 0:
-        raise CalculationError("division by zero")
-    try:
-        return a / b
-    except OverflowError:  # an integer too large for a float divided by another
-        raise CalculationError("overflow in division: the quotient is too large for a float") from None
+def _python_operator(operator_function, zero_message: str, overflow_message: str):
+    """An arithmetic operator exactly as Python computes it (so 3**647 / 0.0
+    overflows converting 3**647 to a float before it divides by zero), with
+    Python's exceptions turned into messages."""
+    def checked(a, b):
+        try:
+            return operator_function(a, b)
+        except ZeroDivisionError:
+            raise CalculationError(zero_message) from None
+        except OverflowError:
+            raise CalculationError(overflow_message) from None
+    return checked
 
 
-def _floor_divide(a, b):
-    # Python's //: the floor of the quotient (-7 // 2 == -4); a float if either is one.
-    if b == 0:
-        raise CalculationError("division by zero (floor division)")
-    try:
-        return a // b
-    except OverflowError:
-        raise CalculationError("overflow in floor division") from None
-
-
-def _modulo(a, b):
-    # Python's floor modulo: the result has the sign of the divisor (-7 % 3 == 2).
-    if b == 0:
-        raise CalculationError("division by zero (modulo)")
-    try:
-        return a % b
-    except OverflowError:
-        raise CalculationError("overflow in modulo") from None
+_divide = _python_operator(operator.truediv, "division by zero",
+                           "overflow in division: a number is too large for a float")
+# Python's //: the floor of the quotient (-7 // 2 == -4); a float if either is one.
+_floor_divide = _python_operator(operator.floordiv, "division by zero (floor division)",
+                                 "overflow in floor division")
+# Python's floor modulo: the result has the sign of the divisor (-7 % 3 == 2).
+_modulo = _python_operator(operator.mod, "division by zero (modulo)", "overflow in modulo")
 
 
 def _power(a, b):
