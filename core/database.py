@@ -27,11 +27,13 @@ def error_summary(error: BaseException) -> str:
 
 
 def connect(url: str, *, application_name: str, autocommit: bool = True,
-            connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> psycopg.Connection:
-    """One connection; an empty url means libpq's PG* environment variables."""
+            connect_timeout: float = CONNECT_TIMEOUT_SECONDS, **parameters) -> psycopg.Connection:
+    """One connection; an empty url means libpq's PG* environment variables.
+    parameters: further libpq connection parameters (keepalives, ...)."""
     return psycopg.connect(
         url,
         autocommit=autocommit,
         application_name=application_name,
         connect_timeout=max(1, round(connect_timeout)),
+        **parameters,
     )

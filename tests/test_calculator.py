@@ -197,7 +197,8 @@ def test_a_task_that_kills_every_process_that_tries_it_is_given_up(db, calculato
         os.kill(victim, signal.SIGKILL)
     status, result, error = wait_done(db, [task_id], timeout=30)[task_id]
     assert status == "error"
-    assert error == "gave up after 3 attempts: the evaluation process died every time"
+    assert error == ("gave up after 3 attempts: each claim ended without an outcome "
+                     "(the evaluation process, or the Calculator, died)")
     assert calc.process.poll() is None
 
 

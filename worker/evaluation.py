@@ -99,13 +99,13 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits) -> None:
     for index, (task_id, expression, variables) in enumerate(tasks):
         if index >= progress[CUTOFF]:
             break
-        now = time.monotonic()
-        if results and now - last_flush >= FLUSH_SECONDS:
-            conn.send(("results", results))
-            results, last_flush = [], now
-        # Start time first, index second: a reader that sees the new index
-        # always sees this task's start time.
-        progress[STARTED_AT] = now
+        if results and time.monotonic() - last_flush >= FLUSH_SECONDS:
+            conn.send(("results", results))  # may block while the parent is busy
+            results, last_flush = [], time.monotonic()
+        # The clock is read only now, after any send: the task starts here.
+        # Start time first, index second; the parent reads them in the
+        # opposite order, so when it sees this index it sees this start time.
+        progress[STARTED_AT] = time.monotonic()
         progress[STARTED] = index
         results.append((task_id, *calculate(expression, variables, limits)))
     progress[STARTED] = -1

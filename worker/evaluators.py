@@ -12,7 +12,17 @@ lives (enforce_timeouts):
   (one runaway does not hold back the quick tasks claimed with it);
 - a child that dies on its own hands back the task it was running, to be
   released to the database queue with the attempt counted (MAX_ATTEMPTS
-  bounds a task that kills every process that tries it).
+  bounds a task that kills every process that tries it); the other tasks of
+  its chunk are innocent and go back to the local queue, their attempt not
+  counted;
+- a child that dies before starting any task of its chunk (say a task too
+  big for MEMORY_LIMIT_MB to even receive) gets the chunk once more; when it
+  dies before starting again, the chunk is halved, and so on until the
+  culprit is alone: only then is an attempt counted, against it alone;
+- while the Calculator's loop waits on a slow database statement, a guard
+  thread enforces CALCULATION_TIMEOUT (a little late) by killing the runaway;
+  the loop then sees the death of a task past its timeout and stores the
+  timeout error as usual.
 """
 
 from __future__ import annotations
@@ -22,11 +32,13 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection
 
 from core.settings import CalculatorSettings
+from core.logs import format_ids
 from worker.evaluation import CUTOFF, PROGRESS_SLOTS, STARTED, STARTED_AT, run_child
 from worker.task_queue import Outcome, Task
 
@@ -34,6 +46,8 @@ log = logging.getLogger("calculator.evaluators")
 
 CHUNK_MAX = 64
 STALL_SECONDS = 0.1
+GUARD_INTERVAL = 0.1  # how often the guard thread looks, while armed
+GUARD_GRACE = 0.2     # how late it may act after the loop would have
 
 
 def _context():
@@ -74,8 +88,10 @@ class Evaluator:
 
     def running(self) -> tuple[Task, float] | None:
         """The task being calculated and since when, if any."""
-        started_at = self.progress[STARTED_AT]
+        # Index first, start time second (the child writes them the other way
+        # round): the start time read is then never older than the index's task.
         index = int(self.progress[STARTED])
+        started_at = self.progress[STARTED_AT]
         if not self.busy or index < 0 or index >= len(self.chunk):
             return None
         return self.chunk[index], started_at
@@ -105,11 +121,25 @@ class EvaluatorPool:
         self.context = _context()
         self.queue: deque[Task] = deque()
         self.evaluators: list[Evaluator] = []
+        self.timeout = settings.calculation_timeout
         self.crashed: list[Task] = []  # tasks whose child died under them
+        # Outcomes decided here rather than by a child: a timeout found at a
+        # child's death, a task that could not be sent to a child.
+        self.finished: list[Outcome] = []
+        # Children that died before starting any task of a chunk, per task:
+        # how many times, and the largest chunk the task may go in now.
+        self.prestart_deaths: dict[int, int] = {}
+        self.chunk_limit: dict[int, int] = {}
         self._spawned = 0
+        self._guard_lock = threading.Lock()
+        self._guard_armed = False
+        self._guard_stop = threading.Event()
+        self._guard: threading.Thread | None = None
 
     def start(self) -> None:
         self.evaluators = [self._spawn() for _ in range(self.settings.num_processes)]
+        self._guard = threading.Thread(target=self._guard_timeouts, name="timeout-guard", daemon=True)
+        self._guard.start()
 
     def _spawn(self) -> Evaluator:
         self._spawned += 1
@@ -143,13 +173,36 @@ class EvaluatorPool:
     def dispatch(self) -> None:
         idle = [e for e in self.evaluators if not e.busy]
         while idle and self.queue:
-            size = min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle)))
-            chunk = [self.queue.popleft() for _ in range(size)]
+            chunk = self._next_chunk(min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle))))
             evaluator = idle.pop()
             try:
                 evaluator.send(chunk)
-            except OSError:  # it died since the last select: the chunk goes back
+            except OSError:  # it died, since the last select or while receiving
                 self._on_death(evaluator)
+            except Exception as error:  # the chunk cannot be pickled: nothing was sent
+                evaluator.busy, evaluator.chunk, evaluator.unanswered = False, [], {}
+                self._unsendable(chunk, error)
+
+    def _next_chunk(self, size: int) -> list[Task]:
+        """Up to size tasks from the queue, no more than any of them may go with."""
+        chunk: list[Task] = []
+        while self.queue and len(chunk) < size:
+            limit = self.chunk_limit.get(self.queue[0].id, CHUNK_MAX)
+            if chunk and len(chunk) >= limit:
+                break
+            chunk.append(self.queue.popleft())
+            size = min(size, limit)
+        return chunk
+
+    def _unsendable(self, chunk: list[Task], error: Exception) -> None:
+        if len(chunk) == 1:
+            log.error("cannot send task=%d to an evaluation process: %r", chunk[0].id, error)
+            self.finished.append(Outcome(chunk[0], None,
+                                         "the task cannot be sent to an evaluation process"))
+            return
+        for task in chunk:  # one at a time, to find the one that cannot go
+            self.chunk_limit[task.id] = 1
+        self.queue.extendleft(reversed(chunk))
 
     def connections(self) -> list[Connection]:
         return [e.conn for e in self.evaluators]
@@ -173,6 +226,7 @@ class EvaluatorPool:
             task = evaluator.unanswered.pop(task_id, None)
             if task is not None:  # else it was taken back meanwhile and sent elsewhere
                 outcomes.append(Outcome(task, result, error))
+                self._forget(task_id)
         if kind == "done":
             # Whatever is left was cut off before it started: back to the queue.
             self.queue.extendleft(reversed(list(evaluator.unanswered.values())))
@@ -183,12 +237,46 @@ class EvaluatorPool:
     def _on_death(self, evaluator: Evaluator) -> None:
         running = evaluator.running()
         culprit = running[0] if running and running[0].id in evaluator.unanswered else None
-        log.error("evaluation process died pid=%s exitcode=%s task=%s",
+        if culprit is not None and time.monotonic() - running[1] >= self.timeout:
+            # Killed by the guard thread past the timeout: a timeout, not a crash.
+            self.finished.extend(self._kill_runaway(evaluator, self.timeout))
+            return
+        before_start = culprit is None and self._died_before_starting(evaluator)
+        log.error("evaluation process died pid=%s exitcode=%s task=%s%s",
                   evaluator.process.pid, evaluator.process.exitcode,
-                  culprit.id if culprit else None)
+                  culprit.id if culprit else None,
+                  f" before starting ids={format_ids(evaluator.unanswered)}" if before_start else "")
+        if before_start:
+            culprit = self._suspect(list(evaluator.unanswered.values()))
         self._replace(evaluator, culprit)
         if culprit is not None:
             self.crashed.append(culprit)
+            self._forget(culprit.id)
+
+    @staticmethod
+    def _died_before_starting(evaluator: Evaluator) -> bool:
+        return (evaluator.busy and int(evaluator.progress[STARTED]) < 0
+                and bool(evaluator.unanswered) and len(evaluator.unanswered) == len(evaluator.chunk))
+
+    def _suspect(self, chunk: list[Task]) -> Task | None:
+        """A child died before starting chunk: the culprit, once it is alone
+        and has done so twice, else None (the chunk goes again, halved from
+        the second time on)."""
+        size = len(chunk)
+        for task in chunk:
+            deaths = self.prestart_deaths.get(task.id, 0) + 1
+            self.prestart_deaths[task.id] = deaths
+            if deaths >= 2:
+                if size == 1:
+                    return task
+                self.chunk_limit[task.id] = max(1, size // 2)
+            else:
+                self.chunk_limit[task.id] = size
+        return None
+
+    def _forget(self, task_id: int) -> None:
+        self.prestart_deaths.pop(task_id, None)
+        self.chunk_limit.pop(task_id, None)
 
     def _replace(self, evaluator: Evaluator, culprit: Task | None) -> None:
         """Kill (if alive) and replace a child; its innocent tasks are requeued."""
@@ -202,7 +290,7 @@ class EvaluatorPool:
 
     def enforce_timeouts(self, now: float) -> list[Outcome]:
         outcomes = []
-        timeout = self.settings.calculation_timeout
+        timeout = self.timeout
         for evaluator in list(self.evaluators):
             running = evaluator.running()
             if running is None:
@@ -229,6 +317,7 @@ class EvaluatorPool:
         task = running[0]
         log.warning("calculation timed out task=%d after=%ss", task.id, _seconds(timeout))
         self._replace(evaluator, task)
+        self._forget(task.id)
         return [Outcome(task, None, f"calculation timed out after {_seconds(timeout)} s")]
 
     def next_deadline(self) -> float | None:
@@ -239,10 +328,33 @@ class EvaluatorPool:
             if running is None:
                 continue
             task, started_at = running
-            deadlines.append(started_at + self.settings.calculation_timeout)
+            deadlines.append(started_at + self.timeout)
             if evaluator.progress[CUTOFF] > evaluator.chunk.index(task) + 1:
                 deadlines.append(started_at + STALL_SECONDS)
         return min(deadlines, default=None)
+
+    # --- the guard: timeouts while the loop is held up ----------------------
+
+    def guard(self, armed: bool) -> None:
+        """Arm the guard thread while the loop runs database statements (it
+        cannot look after the children then); disarm it after."""
+        with self._guard_lock:  # once disarmed, the guard touches nothing
+            self._guard_armed = armed
+
+    def _guard_timeouts(self) -> None:
+        while not self._guard_stop.wait(GUARD_INTERVAL):
+            with self._guard_lock:
+                if not self._guard_armed:
+                    continue
+                now = time.monotonic()
+                for evaluator in self.evaluators:
+                    running = evaluator.running()
+                    if running is not None and now - running[1] >= self.timeout + GUARD_GRACE:
+                        # Only a signal: the loop finds the death and decides.
+                        try:
+                            os.kill(evaluator.process.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
 
     # --- stopping ---------------------------------------------------------
 
@@ -255,6 +367,8 @@ class EvaluatorPool:
                 self.queue.extend(evaluator.take_back_unstarted(index))
 
     def stop(self) -> None:
+        self._guard_stop.set()
+        self.guard(False)
         for evaluator in self.evaluators:
             try:
                 evaluator.conn.send(None)

@@ -3,8 +3,14 @@
 -- The lease_token comparison is the fence: if the lease expired and another
 -- Calculator claimed the task, the token changed and this row is skipped,
 -- while the rest of the batch is stored. status = 'pending' makes the first
--- stored outcome the only one, ever. The ids actually stored are returned,
--- so the caller can log the stale ones.
+-- stored outcome the only one, ever (and sql/005 refuses any change to a
+-- finished row). The ids actually stored are returned, so the caller can log
+-- the stale ones.
+--
+-- A row that another session holds locked (an operator's open transaction,
+-- say) is not waited for: SKIP LOCKED passes over it, and it is returned with
+-- stored = false when it is still ours, so the caller keeps its outcome and
+-- tries again later while the rest of the batch is stored now.
 --
 -- The ids stored are announced on the results_stored channel, for API
 -- processes with clients waiting on a result (GET /api/result/<id>?wait=).
@@ -18,19 +24,33 @@ WITH outcome AS (
     FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::text[], %(errors)s::text[])
         AS o(id, lease_token, result, error)
 ),
+mine AS (
+    SELECT t.id
+    FROM tasks t JOIN outcome o ON t.id = o.id
+    WHERE t.lease_token = o.lease_token AND t.status = 'pending'
+    FOR UPDATE OF t SKIP LOCKED
+),
 stored AS (
     UPDATE tasks t
     SET status = CASE WHEN o.error IS NULL THEN 'done' ELSE 'error' END,
         result = o.result::jsonb,
         error = o.error,
         finished_at = clock_timestamp()
-    FROM outcome o
-    WHERE t.id = o.id AND t.lease_token = o.lease_token AND t.status = 'pending'
+    FROM outcome o, mine m
+    WHERE t.id = o.id AND t.id = m.id
     RETURNING t.id
+),
+locked AS (
+    SELECT t.id
+    FROM tasks t JOIN outcome o ON t.id = o.id
+    WHERE t.lease_token = o.lease_token AND t.status = 'pending'
+      AND t.id NOT IN (SELECT id FROM mine)
 ),
 announced AS (
     SELECT pg_notify('results_stored', CASE WHEN length(ids) <= 7900 THEN ids ELSE '*' END)
     FROM (SELECT string_agg(id::text, ',') AS ids FROM stored) AS batch
     WHERE ids IS NOT NULL
 )
-SELECT id FROM stored, (SELECT count(*) FROM announced) AS notified
+SELECT id, true AS stored FROM stored, (SELECT count(*) FROM announced) AS notified
+UNION ALL
+SELECT id, false FROM locked
