@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import resource
 import signal
 import time
@@ -29,6 +30,8 @@ STARTED = 0     # index in the chunk of the task being calculated; -1 when idle
 STARTED_AT = 1  # time.monotonic() when it started (the same clock in every process)
 CUTOFF = 2      # written by the parent: do not start tasks at this index or later
 PROGRESS_SLOTS = 3
+
+CANNOT_RECEIVE = 3  # exit code of a child that could not receive its chunk
 
 FLUSH_SECONDS = 0.002
 PARSE_CACHE_SIZE = 4096
@@ -77,7 +80,12 @@ def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     progress[STARTED] = -1
     while True:
-        tasks = conn.recv()
+        try:
+            tasks = conn.recv()
+        except MemoryError:
+            # A chunk too big to receive under MEMORY_LIMIT_MB: die quietly
+            # before starting it; the parent splits the chunk to find the culprit.
+            os._exit(CANNOT_RECEIVE)
         if tasks is None:
             return
         _calculate_chunk(conn, progress, tasks, limits)
