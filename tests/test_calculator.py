@@ -92,6 +92,11 @@ def test_a_runaway_is_killed_at_the_timeout_and_the_calculator_goes_on(db, calcu
     for task_id in runaways:
         assert results[task_id] == ("error", None, "calculation timed out after 1 s")
     assert results[quick] == ("done", 2, None)
+    # Killed at the timeout, not much later: both, one after the other, within
+    # 2 x 1 s and some headroom for a busy machine.
+    took = db.execute("SELECT extract(epoch FROM max(finished_at) - min(created_at))::float FROM tasks "
+                      "WHERE id = ANY(%s)", (runaways,)).fetchone()[0]
+    assert took < 2 * 1 + 4, f"the runaways took {took:.1f} s"
     assert calc.process.poll() is None
     assert not before & set(calc.evaluator_pids()), "the runaway's process was replaced"
 

@@ -90,3 +90,81 @@ def test_a_child_that_dies_before_starting_gets_its_chunk_split_until_the_culpri
     assert f"before starting ids={bad[0]}\n" in log, log  # alone at last
     assert "Traceback" not in log
     assert calc.process.poll() is None, log
+
+
+RUNAWAY = "9**(9**9)"
+SLOW = "fac(300000) / fac(299999)"  # a second or two of honest work; result 300000.0
+
+
+def test_a_row_locked_longer_than_the_lease_holds_up_nothing_else(db, database_url, calculators):
+    """An operator's open transaction locks a task the Calculator is
+    calculating, for longer than the lease. The Calculator keeps serving the
+    rest, holds that one outcome back and stores it, on the same claim, when
+    the lock goes. (Timeouts while a statement waits: the next test.)"""
+    calc = calculators(lease_seconds=1.5, num_processes=2, queue_wait_time=60)
+    held = insert_between_valid_rows(db, [])[0][0]  # warm up: the start-up poll is behind us
+    wait_done(db, [held])
+    slow = db.execute("INSERT INTO tasks (expression) VALUES (%s) RETURNING id", (SLOW,)).fetchone()[0]
+    wait_for(lambda: db.execute("SELECT attempts FROM tasks WHERE id = %s", (slow,)).fetchone()[0] == 1)
+    with psycopg.connect(database_url) as operator:  # not autocommit: the lock stays held
+        operator.execute("SELECT * FROM tasks WHERE id = %s FOR UPDATE", (slow,))
+        valid, _ = insert_between_valid_rows(db, [])
+        results = wait_done(db, valid, timeout=30)
+        assert results == expected_valid(db, valid)
+        wait_for(lambda: "holding back results ids=%d" % slow in calc.log(), timeout=30,
+                 message="the locked row's outcome to be held back")
+        wait_for(lambda: db.execute("SELECT process_at < now() FROM tasks WHERE id = %s",
+                                    (slow,)).fetchone()[0], message="the lease to run out")
+        assert db.execute("SELECT status FROM tasks WHERE id = %s", (slow,)).fetchone()[0] == "pending"
+    assert wait_done(db, [slow], timeout=30)[slow] == ("done", 300000.0, None)
+    assert db.execute("SELECT attempts FROM tasks WHERE id = %s", (slow,)).fetchone()[0] == 1
+    assert calc.process.poll() is None and "Traceback" not in calc.log()
+
+
+def test_timeouts_are_kept_while_a_statement_waits_on_a_table_lock(db, database_url, calculators):
+    """A migration's ACCESS EXCLUSIVE lock holds the Calculator's next
+    statement (LOCK_TIMEOUT raised so that it waits long): the runaway is
+    still killed at about CALCULATION_TIMEOUT, by the guard thread."""
+    calc = calculators(calculation_timeout=1, num_processes=1, lock_timeout=60, statement_timeout=120,
+                       queue_wait_time=0.2)
+    runaway = db.execute("INSERT INTO tasks (expression) VALUES (%s) RETURNING id", (RUNAWAY,)).fetchone()[0]
+    child = wait_for(calc.busy_evaluator_pids, message="the runaway to be calculated")[0]
+    with psycopg.connect(database_url) as migration:
+        migration.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        wait_for(lambda: migration.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'calculator' "
+            "AND wait_event_type = 'Lock'").fetchone()[0], message="the Calculator to wait on the lock")
+        wait_for(lambda: not _alive(child), timeout=1 + 5,
+                 message="the runaway's process to be killed while the loop waits")
+    assert wait_done(db, [runaway], timeout=30)[runaway] == \
+        ("error", None, "calculation timed out after 1 s")
+    assert calc.process.poll() is None and "Traceback" not in calc.log()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_refused_statement_is_survived_and_retried(db, database_url, calculators):
+    """Not only a lost connection: a statement refused (here a privilege
+    revoked by mistake) is logged once, retried with backoff, and the
+    Calculator serves again when it is fixed."""
+    calc = calculators(queue_wait_time=0.2)
+    try:
+        db.execute("REVOKE UPDATE ON tasks FROM calculator_worker")
+        task_id = db.execute("INSERT INTO tasks (expression) VALUES ('2+2') RETURNING id").fetchone()[0]
+        wait_for(lambda: "database statement failed (InsufficientPrivilege" in calc.log(),
+                 message="the refusal to be logged")
+        wait_for(lambda: calc.log().count("retrying with backoff") >= 1)
+    finally:
+        db.execute("GRANT UPDATE (status, process_at, attempts, lease_token, result, error, finished_at) "
+                   "ON tasks TO calculator_worker")
+    assert wait_done(db, [task_id], timeout=30)[task_id] == ("done", 4, None)
+    log = calc.log()
+    assert log.count("database statement failed") == 1, "logged once, not at every retry"
+    assert "database statement works again" in log
+    assert calc.process.poll() is None and "Traceback" not in log
