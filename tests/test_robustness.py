@@ -168,3 +168,26 @@ def test_a_refused_statement_is_survived_and_retried(db, database_url, calculato
     assert log.count("database statement failed") == 1, "logged once, not at every retry"
     assert "database statement works again" in log
     assert calc.process.poll() is None and "Traceback" not in log
+
+
+def test_the_result_listener_survives_any_payload(db, api_url):
+    """Any role, the API's included, may NOTIFY results_stored with anything:
+    the listener goes on, and waiters are still woken by the next real one."""
+    from api.result_waiter import CHANNEL, ResultWaiter
+    waiter = ResultWaiter(api_url)
+    try:
+        event = waiter.register(5)
+        wait_for(lambda: db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                    "'calculator-api-waiter' AND query LIKE 'LISTEN%%'").fetchone()[0],
+                 message="the listener to listen")
+        event.clear()  # set once by the start-up wake-up
+        with psycopg.connect(api_url, autocommit=True) as api_role:
+            for payload in ("abc", "", "1,,2", "9" * 5000, "-", "\\x00"):
+                api_role.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            assert event.wait(5), "a bad payload wakes everyone rather than no one"
+            event.clear()
+            api_role.execute("SELECT pg_notify(%s, '4,5,6')", (CHANNEL,))
+            assert event.wait(5), "the listener died on a bad payload"
+        assert waiter._thread.is_alive()
+    finally:
+        waiter.close()
