@@ -37,7 +37,9 @@ def test_concurrent_claimers_skip_each_others_rows(db, database_url):
         insert(db, f"{i}")
     with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
         # Both claims run inside open transactions: the first one's row locks
-        # are held while the second one claims.
+        # are held while the second one claims. A claim that waited for them
+        # instead of skipping them fails after a second rather than hang.
+        second.execute("SET lock_timeout = '1s'")
         a, _ = claim(first, limit=30)
         b, _ = claim(second, limit=30)
         assert len(a) == 30 and len(b) == 20
