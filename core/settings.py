@@ -99,11 +99,18 @@ class CalculatorSettings:
 
     def session_settings(self) -> dict[str, str]:
         """PostgreSQL settings of the Calculator's work session."""
+        keepalives = self.keepalive_parameters()
         return {
             "synchronous_commit": self.synchronous_commit,
             "statement_timeout": _milliseconds(self.statement_timeout),
             "lock_timeout": _milliseconds(self.lock_timeout),
             "idle_in_transaction_session_timeout": _milliseconds(self.idle_in_transaction_timeout),
+            # The server's end of the same keepalives (0: the system's
+            # defaults): a backend whose Calculator vanished is ended too.
+            "tcp_keepalives_idle": str(keepalives.get("keepalives_idle", 0)),
+            "tcp_keepalives_interval": str(keepalives.get("keepalives_interval", 0)),
+            "tcp_keepalives_count": str(keepalives.get("keepalives_count", 0)),
+            "tcp_user_timeout": str(keepalives.get("tcp_user_timeout", 0)),
         }
 
     def keepalive_parameters(self) -> dict[str, int]:

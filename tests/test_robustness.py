@@ -191,3 +191,28 @@ def test_the_result_listener_survives_any_payload(db, api_url):
         assert waiter._thread.is_alive()
     finally:
         waiter.close()
+
+
+def test_the_calculators_sessions_are_bounded(worker_url):
+    """statement_timeout, lock_timeout, idle_in_transaction_session_timeout
+    on its session, and TCP keepalives that libpq accepts (over TCP here)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from core.settings import CalculatorSettings
+    from worker.calculator import Calculator
+    tcp_url = make_conninfo(worker_url, host="127.0.0.1")
+    assert conninfo_to_dict(tcp_url)["host"] == "127.0.0.1"
+    settings = CalculatorSettings.from_env({"STATEMENT_TIMEOUT": "7", "LOCK_TIMEOUT": "0.5",
+                                            "IDLE_IN_TRANSACTION_TIMEOUT": "30", "TCP_KEEPALIVE": "9"})
+    calculator = Calculator(settings, tcp_url)
+    calculator._connect()
+    try:
+        conn = calculator.work_conn
+        shown = [conn.execute(f"SHOW {name}").fetchone()[0] for name in
+                 ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+                  "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+                  "tcp_user_timeout")]
+        assert shown == ["7s", "500ms", "30s", "9", "3", "3", "18000"]
+        client = calculator.listen_conn.info.get_parameters()
+        assert (client["keepalives_idle"], client["keepalives_count"]) == ("9", "3")
+    finally:
+        calculator._disconnect()
