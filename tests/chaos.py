@@ -52,7 +52,9 @@ CALCULATOR_SETTINGS = dict(calculation_timeout=TIMEOUT, lease_seconds=2, queue_w
 # Inserted just before the freeze so that the frozen Calculator holds a batch
 # whose children finish it meanwhile: its results come late and are fenced off.
 FREEZE_BURST = 60
-FREEZE_BURST_TASK = ("fac(50000) / fac(49999)", {}, ("done", 50000.0))  # ~70 ms each
+# ~20 ms each: a batch of them keeps children busy for a few hundred ms, far
+# from CALCULATION_TIMEOUT even on a crowded machine.
+FREEZE_BURST_TASK = ("fac(25000) / fac(24999)", {}, ("done", 25000.0))
 LOGIN_USERS = {"api_user": "calculator_api", "worker_user": "calculator_worker"}
 
 
@@ -260,14 +262,18 @@ class ChaosRun:
         let it go on: it wakes up late, holding results for tasks others have
         taken over and finished."""
         victim = self.rng.choice(self.calculators)
-        mark = len(victim.log())
+        log = open(victim.log_path, "rb")
+        log.seek(0, os.SEEK_END)
         conn = self._insert_sql(None, *FREEZE_BURST_TASK, copies=FREEZE_BURST)
         conn.close()
+        seen = bytearray()
         try:
-            wait_for(lambda: "claimed ids=" in victim.log()[mark:], timeout=10, interval=0.002,
-                     message="the Calculator to be frozen to claim a batch")
+            wait_for(lambda: seen.extend(log.read()) or b"claimed ids=" in seen, timeout=10,
+                     interval=0.002, message="the Calculator to be frozen to claim a batch")
         except AssertionError as error:
             self.figures.problems.append(str(error))
+        finally:
+            log.close()
         os.kill(victim.pid, signal.SIGSTOP)
         self.frozen = victim
         try:

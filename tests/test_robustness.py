@@ -5,6 +5,10 @@ with SQL, as a psql user would, between valid rows in one statement."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import psycopg
 
 from tests.support import wait_done, wait_for
@@ -216,3 +220,22 @@ def test_the_calculators_sessions_are_bounded(worker_url):
         assert (client["keepalives_idle"], client["keepalives_count"]) == ("9", "3")
     finally:
         calculator._disconnect()
+
+
+def test_a_child_killed_while_its_calculator_was_frozen_is_a_crash_not_a_timeout(db, calculators):
+    """Found by the chaos run: a child killed by someone else early in its
+    task, noticed by its Calculator only after CALCULATION_TIMEOUT had passed
+    (the Calculator was frozen), is a dead process (the task is calculated
+    again), not a timeout."""
+    calc = calculators(calculation_timeout=4, num_processes=1)
+    task_id = db.execute("INSERT INTO tasks (expression) VALUES (%s) RETURNING id", (SLOW,)).fetchone()[0]
+    child = wait_for(calc.busy_evaluator_pids, message="the task to be calculated")[0]
+    os.kill(calc.pid, signal.SIGSTOP)
+    try:
+        os.kill(child, signal.SIGKILL)
+        time.sleep(4 + 0.5)  # the passing of time is the point: past the timeout, frozen
+    finally:
+        os.kill(calc.pid, signal.SIGCONT)
+    assert wait_done(db, [task_id], timeout=60)[task_id] == ("done", 300000.0, None)
+    assert db.execute("SELECT attempts FROM tasks").fetchone()[0] == 2
+    assert "evaluation process died" in calc.log()

@@ -76,6 +76,7 @@ class Evaluator:
         self.chunk: list[Task] = []
         self.unanswered: dict[int, Task] = {}
         self.busy = False
+        self.killed_by_guard = False  # SIGKILLed by the guard thread past the timeout
 
     def send(self, tasks: list[Task]) -> None:
         """Raises OSError if the child is gone (its tasks are then unanswered)."""
@@ -237,8 +238,10 @@ class EvaluatorPool:
     def _on_death(self, evaluator: Evaluator) -> None:
         running = evaluator.running()
         culprit = running[0] if running and running[0].id in evaluator.unanswered else None
-        if culprit is not None and time.monotonic() - running[1] >= self.timeout:
+        if culprit is not None and evaluator.killed_by_guard:
             # Killed by the guard thread past the timeout: a timeout, not a crash.
+            # (Not any death late in a task: a child killed by someone else
+            # while this loop was held up is a crash like any other.)
             self.finished.extend(self._kill_runaway(evaluator, self.timeout))
             return
         before_start = culprit is None and self._died_before_starting(evaluator)
@@ -351,6 +354,7 @@ class EvaluatorPool:
                     running = evaluator.running()
                     if running is not None and now - running[1] >= self.timeout + GUARD_GRACE:
                         # Only a signal: the loop finds the death and decides.
+                        evaluator.killed_by_guard = True
                         try:
                             os.kill(evaluator.process.pid, signal.SIGKILL)
                         except ProcessLookupError:
