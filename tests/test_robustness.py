@@ -228,7 +228,8 @@ def test_a_child_killed_while_its_calculator_was_frozen_is_a_crash_not_a_timeout
     (the Calculator was frozen), is a dead process (the task is calculated
     again), not a timeout."""
     calc = calculators(calculation_timeout=4, num_processes=1)
-    task_id = db.execute("INSERT INTO tasks (expression) VALUES (%s) RETURNING id", (SLOW,)).fetchone()[0]
+    medium = "fac(100000) / fac(99999)"  # a few tenths of a second: far from the timeout
+    task_id = db.execute("INSERT INTO tasks (expression) VALUES (%s) RETURNING id", (medium,)).fetchone()[0]
     child = wait_for(calc.busy_evaluator_pids, message="the task to be calculated")[0]
     os.kill(calc.pid, signal.SIGSTOP)
     try:
@@ -236,6 +237,6 @@ def test_a_child_killed_while_its_calculator_was_frozen_is_a_crash_not_a_timeout
         time.sleep(4 + 0.5)  # the passing of time is the point: past the timeout, frozen
     finally:
         os.kill(calc.pid, signal.SIGCONT)
-    assert wait_done(db, [task_id], timeout=60)[task_id] == ("done", 300000.0, None)
+    assert wait_done(db, [task_id], timeout=60)[task_id] == ("done", 100000.0, None)
     assert db.execute("SELECT attempts FROM tasks").fetchone()[0] == 2
     assert "evaluation process died" in calc.log()
