@@ -195,23 +195,17 @@ class ChaosRun:
             self.figures.http_retries += 1
             time.sleep(0.05)
 
-    def _insert_sql(self, conn, expression, variables, expected, copies: int = 1):
-        """copies > 1: one INSERT statement of that many rows (one NOTIFY)."""
+    def _insert_sql(self, conn, expression, variables, expected):
         while True:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.cluster.url, autocommit=True)
-                ids = [row[0] for row in conn.execute(
-                    "INSERT INTO tasks (expression, variables) SELECT %s, %s::jsonb "
-                    "FROM generate_series(1, %s) RETURNING id",
-                    (expression, json.dumps(variables), copies))]
+                task_id = conn.execute(
+                    "INSERT INTO tasks (expression, variables) VALUES (%s, %s) RETURNING id",
+                    (expression, json.dumps(variables))).fetchone()[0]
                 with self._lock:
-                    for task_id in ids:
-                        self.accepted[task_id] = expected
-                    if copies == 1:
-                        self.figures.submitted_sql += 1
-                    else:
-                        self.figures.submitted_burst += copies
+                    self.accepted[task_id] = expected
+                    self.figures.submitted_sql += 1
                 return conn
             except psycopg.OperationalError:
                 conn = None
@@ -257,23 +251,46 @@ class ChaosRun:
             time.sleep(0.05)
         return last_fault
 
+    def _insert_burst(self) -> set[int]:
+        """FREEZE_BURST rows in one INSERT (one NOTIFY), with known answers."""
+        expression, variables, expected = FREEZE_BURST_TASK
+        while True:
+            try:
+                with psycopg.connect(self.cluster.url, autocommit=True) as conn:
+                    ids = {row[0] for row in conn.execute(
+                        "INSERT INTO tasks (expression, variables) SELECT %s, %s::jsonb "
+                        "FROM generate_series(1, %s) RETURNING id",
+                        (expression, json.dumps(variables), FREEZE_BURST))}
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.05)
+        with self._lock:
+            self.accepted.update({task_id: expected for task_id in ids})
+            self.figures.submitted_burst += len(ids)
+        return ids
+
     def _freeze_one(self) -> None:
-        """SIGSTOP a Calculator while it holds a batch, past its lease, then
-        let it go on: it wakes up late, holding results for tasks others have
-        taken over and finished."""
-        victim = self.rng.choice(self.calculators)
-        log = open(victim.log_path, "rb")
-        log.seek(0, os.SEEK_END)
-        conn = self._insert_sql(None, *FREEZE_BURST_TASK, copies=FREEZE_BURST)
-        conn.close()
-        seen = bytearray()
-        try:
-            wait_for(lambda: seen.extend(log.read()) or b"claimed ids=" in seen, timeout=10,
-                     interval=0.002, message="the Calculator to be frozen to claim a batch")
-        except AssertionError as error:
-            self.figures.problems.append(str(error))
-        finally:
-            log.close()
+        """SIGSTOP a Calculator right after it claimed part of a burst, and let
+        it go on (SIGCONT) only once another Calculator has taken one of those
+        tasks over: it wakes up late, with results that must be fenced off."""
+        # One that is up (a replacement may still be starting on a busy machine).
+        victim = self.rng.choice([c for c in self.calculators if "calculator started" in c.log()]
+                                 or self.calculators)
+        held: set[int] = set()
+        with open(victim.log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            burst = self._insert_burst()
+            seen = bytearray()
+
+            def claimed_some():
+                seen.extend(log.read())
+                held.update(_claimed_ids(seen.decode(errors="replace")) & burst)
+                return held
+            try:
+                wait_for(claimed_some, timeout=10, interval=0.002,
+                         message="the Calculator to be frozen to claim part of the burst")
+            except AssertionError as error:
+                self.figures.problems.append(str(error))
         os.kill(victim.pid, signal.SIGSTOP)
         self.frozen = victim
         try:
@@ -281,15 +298,28 @@ class ChaosRun:
             self.figures.calculators_frozen += 1
         except AssertionError:
             pass  # reported by check() as a missing fault
-        lease = CALCULATOR_SETTINGS["lease_seconds"]
+
+        def taken_over() -> bool:
+            try:  # PostgreSQL may be restarting meanwhile
+                with psycopg.connect(self.cluster.url, autocommit=True, connect_timeout=2) as conn:
+                    return conn.execute("SELECT count(*) > 0 FROM tasks WHERE id = ANY(%s) "
+                                        "AND attempts >= 2", (list(held),)).fetchone()[0]
+            except psycopg.Error:
+                return False
 
         def thaw():
             try:
-                os.kill(victim.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            self.frozen = None
-        threading.Timer(lease + 1.5, thaw).start()
+                wait_for(taken_over, timeout=30, interval=0.1,
+                         message="another Calculator to take over the frozen one's tasks")
+            except AssertionError:
+                pass  # no takeover: check() reports that no stale result was discarded
+            finally:
+                try:
+                    os.kill(victim.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                self.frozen = None
+        threading.Thread(target=thaw, daemon=True).start()
 
     def _kill_an_evaluator(self) -> bool:
         for calc in self.rng.sample(self.calculators, len(self.calculators)):
@@ -368,6 +398,18 @@ class ChaosRun:
         if f.stale_discarded < 1:
             broken.append("fault missing: no late result was fenced off (no 'discarded stale results')")
         return broken
+
+
+def _claimed_ids(log: str) -> set[int]:
+    """Task ids in a Calculator log's 'claimed ids=1-3,7' lines."""
+    ids: set[int] = set()
+    for line in log.splitlines():
+        if " claimed ids=" in line:
+            for part in line.split("claimed ids=")[1].split()[0].split(","):
+                low, _, high = part.partition("-")
+                if low.isdigit() and (high.isdigit() or not high):
+                    ids.update(range(int(low), int(high or low) + 1))
+    return ids
 
 
 def _process_state(pid: int) -> str:

@@ -300,6 +300,12 @@ class EvaluatorPool:
                 continue
             task, started_at = running
             if now - started_at >= timeout:
+                if evaluator.process.exitcode is not None:
+                    # Dead already, not running: killed by someone else while
+                    # this loop was held up (a frozen Calculator). Read what it
+                    # sent; the end of its pipe then tells of its death.
+                    outcomes.extend(self.collect([evaluator.conn]))
+                    continue
                 outcomes.extend(self._kill_runaway(evaluator, timeout))
             elif now - started_at >= STALL_SECONDS:
                 index = evaluator.chunk.index(task)
