@@ -49,12 +49,11 @@ from tools.pgcluster import LocalPostgres, free_port
 TIMEOUT = 1  # CALCULATION_TIMEOUT of the Calculators in the run
 CALCULATOR_SETTINGS = dict(calculation_timeout=TIMEOUT, lease_seconds=2, queue_wait_time=1,
                            max_attempts=50, task_num=20, num_processes=2)
-# Inserted just before the freeze so that the frozen Calculator holds a batch
-# whose children finish it meanwhile: its results come late and are fenced off.
+# Inserted just before the freeze so that the frozen Calculator holds part of
+# it (its evaluation processes are frozen first, so it cannot finish them):
+# its results come late and are fenced off.
 FREEZE_BURST = 60
-# ~20 ms each: a batch of them keeps children busy for a few hundred ms, far
-# from CALCULATION_TIMEOUT even on a crowded machine.
-FREEZE_BURST_TASK = ("fac(25000) / fac(24999)", {}, ("done", 25000.0))
+FREEZE_BURST_TASK = ("x * 6 + 1", {"x": 7}, ("done", 43))
 LOGIN_USERS = {"api_user": "calculator_api", "worker_user": "calculator_worker"}
 
 
@@ -270,12 +269,14 @@ class ChaosRun:
         return ids
 
     def _freeze_one(self) -> None:
-        """SIGSTOP a Calculator right after it claimed part of a burst, and let
-        it go on (SIGCONT) only once another Calculator has taken one of those
-        tasks over: it wakes up late, with results that must be fenced off."""
+        """Freeze a Calculator right after it claimed part of a burst (its
+        evaluation processes first, so that it cannot answer any of it), and
+        let it go on only once another Calculator has taken one of those tasks
+        over: it wakes up late, with results that must be fenced off."""
         # One that is up (a replacement may still be starting on a busy machine).
         victim = self.rng.choice([c for c in self.calculators if "calculator started" in c.log()]
                                  or self.calculators)
+        children = _signal_all(victim.evaluator_pids(), signal.SIGSTOP)
         held: set[int] = set()
         with open(victim.log_path, "rb") as log:
             log.seek(0, os.SEEK_END)
@@ -314,10 +315,7 @@ class ChaosRun:
             except AssertionError:
                 pass  # no takeover: check() reports that no stale result was discarded
             finally:
-                try:
-                    os.kill(victim.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+                _signal_all([victim.pid, *children], signal.SIGCONT)
                 self.frozen = None
         threading.Thread(target=thaw, daemon=True).start()
 
@@ -400,6 +398,18 @@ class ChaosRun:
         return broken
 
 
+def _signal_all(pids: list[int], signum: int) -> list[int]:
+    """Send signum to each pid still there; returns those signalled."""
+    sent = []
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+            sent.append(pid)
+        except ProcessLookupError:
+            pass
+    return sent
+
+
 def _claimed_ids(log: str) -> set[int]:
     """Task ids in a Calculator log's 'claimed ids=1-3,7' lines."""
     ids: set[int] = set()
@@ -447,7 +457,7 @@ def run(expressions: int, fault_seconds: float, seed: int, workdir: Path, out=No
   logins                  api_user and worker_user (least-privileged roles)
   outcomes checked        {len(chaos.accepted)} in the database and through the API
   Calculators SIGKILLed   {f.calculators_killed}
-  Calculators frozen      {f.calculators_frozen} (SIGSTOP past the lease, then SIGCONT)
+  Calculators frozen      {f.calculators_frozen} (SIGSTOP holding a batch, SIGCONT after a takeover)
   evaluators SIGKILLed    {f.evaluators_killed} ({f.evaluator_deaths_logged} deaths logged by their Calculators)
   PostgreSQL restarts     {f.database_restarts}
   SIGTERM exit            code {f.sigterm_exit_code} after {f.sigterm_exit_seconds or 0:.1f} s (limit {TIMEOUT + 5} s)
