@@ -240,3 +240,32 @@ def test_a_child_killed_while_its_calculator_was_frozen_is_a_crash_not_a_timeout
     assert wait_done(db, [task_id], timeout=60)[task_id] == ("done", 100000.0, None)
     assert db.execute("SELECT attempts FROM tasks").fetchone()[0] == 2
     assert "evaluation process died" in calc.log()
+
+
+def test_a_read_only_server_is_survived_by_reconnecting(db, calculators):
+    """As after a failover to a server that is (still) read-only: every
+    write fails with ReadOnlySqlTransaction. The Calculator reconnects with
+    backoff instead of exiting or retrying on the same session, and serves
+    again once the server takes writes."""
+    calc = calculators(queue_wait_time=0.2)
+    database = db.info.dbname
+    try:
+        db.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE datname = current_database() AND application_name LIKE 'calculator%%'")
+        task_id = db.execute("INSERT INTO tasks (expression) VALUES ('2+3') RETURNING id").fetchone()[0]
+        sessions: set[int] = set()
+
+        def reconnected_a_few_times():
+            sessions.update(r[0] for r in db.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'calculator'"))
+            return len(sessions) >= 3 and "read-only transaction" in calc.log()
+        wait_for(reconnected_a_few_times, timeout=30, interval=0.02,
+                 message="a few reconnections to the read-only server")
+        assert calc.process.poll() is None, calc.log()
+    finally:
+        db.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+    assert wait_done(db, [task_id], timeout=30)[task_id] == ("done", 5, None)
+    log = calc.log()
+    assert log.count("read-only") == 1, "one outage, logged once, however many reconnections"
+    assert calc.process.poll() is None and "Traceback" not in log

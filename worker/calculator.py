@@ -84,6 +84,7 @@ class Calculator:
         self.next_lease_extension = 0.0
 
         self.outage_since: float | None = None
+        self._outage_reason = ""
         self.next_reconnect = 0.0
         self.backoff = BACKOFF_FIRST
         self.statements = Trouble(log, "database statement", BACKOFF_FIRST, BACKOFF_MAX)
@@ -165,6 +166,8 @@ class Calculator:
                 except psycopg.Error as error:
                     self._statement_failed(error)
                 else:
+                    if self.outage_since is not None:
+                        self._restored()
                     if self.statements.failing:
                         self.statements.succeeded()
         self.pool.dispatch()
@@ -355,10 +358,14 @@ class Calculator:
 
     def _lost_connection(self, error: Exception) -> None:
         self._disconnect()
+        reason = error_summary(error)
         if self.outage_since is None:
             self.outage_since = time.monotonic()
             log.error("database connection lost (%s); evaluating what is held and "
-                      "reconnecting with backoff", error_summary(error))
+                      "reconnecting with backoff", reason)
+        elif reason != self._outage_reason:  # once per cause, not once per try
+            log.error("database still unavailable, now: %s", reason)
+        self._outage_reason = reason
         self.next_reconnect = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
@@ -367,7 +374,10 @@ class Calculator:
             self._connect()
         except psycopg.Error as error:
             self._lost_connection(error)
-            return
+        # The outage ends when statements work again, not when a connection
+        # opens (a read-only server accepts connections, then refuses writes).
+
+    def _restored(self) -> None:
         log.info("database connection restored after %.1f s", time.monotonic() - self.outage_since)
         self.outage_since = None
         self.backoff = BACKOFF_FIRST
