@@ -16,7 +16,6 @@ import threading
 import time
 from collections import defaultdict
 
-
 from core.database import connect, error_summary
 
 log = logging.getLogger("api.waiter")
