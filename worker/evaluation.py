@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import multiprocessing
 import os
 import resource
 import signal
@@ -99,6 +100,11 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the pipe EOF still ends idle children
         pass
+    # A Calculator killed between the fork and the prctl sends no signal, and
+    # the pipe gives no EOF either (sibling children hold its other end).
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(0)
 
 
 def _calculate_chunk(conn: Connection, progress, tasks, limits) -> None:
