@@ -79,7 +79,13 @@ def store_outcomes(conn: psycopg.Connection, outcomes: list[Outcome]) -> tuple[s
         "results": [o.result for o in outcomes],
         "errors": [o.error for o in outcomes],
     }, prepare=True).fetchall()
-    return {id for id, stored in rows if stored}, {id for id, stored in rows if not stored}
+    stored = {row[0] for row in rows}
+    missed = [o.task for o in outcomes if o.task.id not in stored]
+    if not missed:  # the common case: one statement
+        return stored, set()
+    rows = conn.execute(load_query("still_claimed"), {
+        "ids": [t.id for t in missed], "tokens": [t.lease_token for t in missed]}).fetchall()
+    return stored, {row[0] for row in rows}
 
 
 def extend_leases(conn: psycopg.Connection, tasks: Iterable[Task], lease_seconds: float) -> None:

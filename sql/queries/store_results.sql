@@ -8,9 +8,10 @@
 -- the stale ones.
 --
 -- A row that another session holds locked (an operator's open transaction,
--- say) is not waited for: SKIP LOCKED passes over it, and it is returned with
--- stored = false when it is still ours, so the caller keeps its outcome and
--- tries again later while the rest of the batch is stored now.
+-- say) is not waited for: SKIP LOCKED passes over it, while the rest of the
+-- batch is stored now. When some were not stored, the caller asks
+-- still_claimed.sql which of them are still its own (locked, to try again
+-- later) rather than stale.
 --
 -- The ids stored are announced on the results_stored channel, for API
 -- processes with clients waiting on a result (GET /api/result/<id>?wait=).
@@ -40,17 +41,9 @@ stored AS (
     WHERE t.id = o.id AND t.id = m.id
     RETURNING t.id
 ),
-locked AS (
-    SELECT t.id
-    FROM tasks t JOIN outcome o ON t.id = o.id
-    WHERE t.lease_token = o.lease_token AND t.status = 'pending'
-      AND t.id NOT IN (SELECT id FROM mine)
-),
 announced AS (
     SELECT pg_notify('results_stored', CASE WHEN length(ids) <= 7900 THEN ids ELSE '*' END)
     FROM (SELECT string_agg(id::text, ',') AS ids FROM stored) AS batch
     WHERE ids IS NOT NULL
 )
-SELECT id, true AS stored FROM stored, (SELECT count(*) FROM announced) AS notified
-UNION ALL
-SELECT id, false FROM locked
+SELECT id FROM stored, (SELECT count(*) FROM announced) AS notified
