@@ -269,3 +269,20 @@ def test_a_read_only_server_is_survived_by_reconnecting(db, calculators):
     log = calc.log()
     assert log.count("read-only") == 1, "one outage, logged once, however many reconnections"
     assert calc.process.poll() is None and "Traceback" not in log
+
+
+def test_the_loop_does_not_spin_while_its_children_hold_a_full_batch(db, calculators):
+    """Holding more than half a batch, the Calculator claims nothing more: a
+    poll that is due must not wake its loop again and again meanwhile."""
+    calc = calculators(task_num=4, num_processes=1, queue_wait_time=0.2, calculation_timeout=30)
+    db.execute("INSERT INTO tasks (expression) SELECT %s FROM generate_series(1, 3)", (SLOW,))
+    wait_for(calc.busy_evaluator_pids, message="the batch to be calculated")
+    before = _cpu_seconds(calc.pid)
+    time.sleep(2)  # the point: 2 s of waiting for children should cost the parent nothing
+    assert _cpu_seconds(calc.pid) - before < 0.5, "the loop spins while its children work"
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

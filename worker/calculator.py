@@ -238,11 +238,8 @@ class Calculator:
                         "these tasks", format_ids(stale))
 
     def _maybe_claim(self, conn: psycopg.Connection, now: float) -> None:
-        held = self.pool.held_count()
-        room = self.settings.task_num - held
-        # Claim the next batch while the current one is still being evaluated,
-        # but not one task at a time as each result comes back.
-        if room <= 0 or held > self.settings.task_num // 2:
+        room = self._room_to_claim()
+        if room <= 0:
             return
         if not (self.work_expected or now >= self.next_poll):
             return
@@ -262,6 +259,14 @@ class Calculator:
             tasks = [t for t in tasks if t.problem is None]
         if tasks:
             self.pool.submit(tasks)
+
+    def _room_to_claim(self) -> int:
+        held = self.pool.held_count()
+        # Claim the next batch while the current one is still being evaluated,
+        # but not one task at a time as each result comes back.
+        if held > self.settings.task_num // 2:
+            return 0
+        return self.settings.task_num - held
 
     def _wait_and_collect(self) -> None:
         readers = [self._wake_read, *self.pool.connections()]
@@ -293,13 +298,17 @@ class Calculator:
         if self.stopping:
             # Short waits while handing back; children's answers wake us sooner.
             return 0.05
-        wake_at = [self.next_lease_extension, self.next_heartbeat]
+        # Only what the next turn can act on: a heartbeat that is due means
+        # nothing while disconnected (or waiting to retry), nor a poll while
+        # there is no room to claim; waking for them would spin the loop.
         if self.work_conn is None:
-            wake_at.append(self.next_reconnect)
+            wake_at = [self.next_reconnect]
+        elif not self.statements.ready(now):
+            wake_at = [self.statements.retry_at]
         else:
-            wake_at.append(self.next_poll)
-            if self.statements.failing:
-                wake_at.append(self.statements.retry_at)
+            wake_at = [self.next_lease_extension, self.next_heartbeat]
+            if self._room_to_claim() > 0:
+                wake_at.append(self.next_poll)
             if self.held_back:
                 wake_at.append(self.next_held_back_try)
         deadline = self.pool.next_deadline()
