@@ -192,8 +192,12 @@ class Calculator:
     def _database_work(self) -> None:
         conn = self.work_conn
         if self.held_back and time.monotonic() >= self.next_held_back_try:
-            self.unstored.extend(self.held_back)
-            self.held_back = []
+            retry, self.held_back = self.held_back, []
+            try:
+                self._store(conn, retry, skip_locked=True)
+            except BaseException:
+                self.held_back = retry + self.held_back
+                raise
         if self.unstored:
             outcomes, self.unstored = self.unstored, []
             try:
@@ -219,8 +223,8 @@ class Calculator:
         if not self.stopping:
             self._maybe_claim(conn, now)
 
-    def _store(self, conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
-        stored, locked = store_outcomes(conn, outcomes)
+    def _store(self, conn: psycopg.Connection, outcomes: list[Outcome], skip_locked: bool = False) -> None:
+        stored, locked = store_outcomes(conn, outcomes, skip_locked=skip_locked)
         stale = [o.task.id for o in outcomes if o.task.id not in stored and o.task.id not in locked]
         if stored:
             log.info("stored ids=%s", format_ids(stored))

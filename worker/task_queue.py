@@ -70,18 +70,30 @@ def store_results(conn: psycopg.Connection, outcomes: list[Outcome]) -> set[int]
     return store_outcomes(conn, outcomes)[0]
 
 
-def store_outcomes(conn: psycopg.Connection, outcomes: list[Outcome]) -> tuple[set[int], set[int]]:
-    """Store outcomes whose claim still holds: (ids stored, ids whose row is
-    locked by another session now: still ours, to be stored later)."""
-    rows = conn.execute(load_query("store_results"), {
+def store_outcomes(conn: psycopg.Connection, outcomes: list[Outcome], *,
+                   skip_locked: bool = False) -> tuple[set[int], set[int]]:
+    """Store outcomes whose claim still holds: (ids stored, ids whose row
+    another session holds locked: still ours, to be stored later).
+
+    A locked row makes the plain store wait up to lock_timeout; then (or at
+    once with skip_locked, for outcomes known to be held back) the batch is
+    stored passing over locked rows."""
+    params = {
         "ids": [o.task.id for o in outcomes],
         "tokens": [o.task.lease_token for o in outcomes],
         "results": [o.result for o in outcomes],
         "errors": [o.error for o in outcomes],
-    }, prepare=True).fetchall()
+    }
+    query = "store_results_skip_locked" if skip_locked else "store_results"
+    try:
+        rows = conn.execute(load_query(query), params, prepare=True).fetchall()
+    except psycopg.errors.LockNotAvailable:
+        if skip_locked:
+            raise  # a lock on the table, not on rows: a failed statement
+        return store_outcomes(conn, outcomes, skip_locked=True)
     stored = {row[0] for row in rows}
     missed = [o.task for o in outcomes if o.task.id not in stored]
-    if not missed:  # the common case: one statement
+    if not (missed and skip_locked):  # without skip_locked, nothing was passed over
         return stored, set()
     rows = conn.execute(load_query("still_claimed"), {
         "ids": [t.id for t in missed], "tokens": [t.lease_token for t in missed]}).fetchall()
