@@ -98,7 +98,6 @@ class Calculator:
 
     def run(self) -> int:
         self._connect_at_start()
-        check_schema(self.work_conn)
         self.pool.start()
         self._install_signal_handlers()
         log.info("calculator started %s", self.settings.describe())
@@ -348,8 +347,10 @@ class Calculator:
         while True:
             try:
                 self._connect()
+                check_schema(self.work_conn)  # SchemaError: a deliberate exit
                 return
             except psycopg.Error as error:
+                self._disconnect()
                 if delay == BACKOFF_FIRST:
                     log.error("cannot connect to the database (%s); retrying with backoff",
                               error_summary(error))
