@@ -21,7 +21,7 @@ wait past LOCK_TIMEOUT, a statement past STATEMENT_TIMEOUT, a refused
 privilege, a read-only server after a failover) is logged once and retried
 with backoff, reconnecting where the session is the problem; even a bug in
 the loop is logged with its traceback and survived. While the loop waits on
-a statement, a guard thread keeps CALCULATION_TIMEOUT (evaluators.py). An
+a statement, a guard thread keeps CALCULATION_TIMEOUT (timeout_guard.py). An
 outcome whose row another session holds locked is kept and stored later,
 while the rest of its batch is stored now.
 """
@@ -144,9 +144,9 @@ class Calculator:
             self._step()
         except Exception as error:  # a bug: logged with its traceback, survived
             self.loop_trouble.failed(error, traceback=True)
-            self.pool.guard(True)
+            self.pool.guard.arm(True)
             time.sleep(max(0.0, self.loop_trouble.retry_at - time.monotonic()))
-            self.pool.guard(False)
+            self.pool.guard.arm(False)
         else:
             if self.loop_trouble.failing:
                 self.loop_trouble.succeeded()
@@ -175,11 +175,11 @@ class Calculator:
     @contextlib.contextmanager
     def _guarded(self):
         """While statements run, the guard thread keeps the timeouts."""
-        self.pool.guard(True)
+        self.pool.guard.arm(True)
         try:
             yield
         finally:
-            self.pool.guard(False)
+            self.pool.guard.arm(False)
 
     def _statement_failed(self, error: psycopg.Error) -> None:
         conn = self.work_conn

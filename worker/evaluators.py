@@ -20,9 +20,9 @@ lives (enforce_timeouts):
   dies before starting again, the chunk is halved, and so on until the
   culprit is alone: only then is an attempt counted, against it alone;
 - while the Calculator's loop waits on a slow database statement, a guard
-  thread enforces CALCULATION_TIMEOUT (a little late) by killing the runaway;
-  the loop then sees the death of a task past its timeout and stores the
-  timeout error as usual.
+  thread (timeout_guard.py) enforces CALCULATION_TIMEOUT (a little late) by
+  killing the runaway; the loop then finds the death and stores the timeout
+  error as usual.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import math
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection
@@ -41,13 +40,12 @@ from core.settings import CalculatorSettings
 from core.logs import format_ids
 from worker.evaluation import CUTOFF, PROGRESS_SLOTS, STARTED, STARTED_AT, run_child
 from worker.task_queue import Outcome, Task
+from worker.timeout_guard import TimeoutGuard
 
 log = logging.getLogger("calculator.evaluators")
 
 CHUNK_MAX = 64
 STALL_SECONDS = 0.1
-GUARD_INTERVAL = 0.1  # how often the guard thread looks, while armed
-GUARD_GRACE = 0.2     # how late it may act after the loop would have
 
 
 def _context():
@@ -132,15 +130,11 @@ class EvaluatorPool:
         self.prestart_deaths: dict[int, int] = {}
         self.chunk_limit: dict[int, int] = {}
         self._spawned = 0
-        self._guard_lock = threading.Lock()
-        self._guard_armed = False
-        self._guard_stop = threading.Event()
-        self._guard: threading.Thread | None = None
+        self.guard = TimeoutGuard(self)
 
     def start(self) -> None:
         self.evaluators = [self._spawn() for _ in range(self.settings.num_processes)]
-        self._guard = threading.Thread(target=self._guard_timeouts, name="timeout-guard", daemon=True)
-        self._guard.start()
+        self.guard.start()
 
     def _spawn(self) -> Evaluator:
         self._spawned += 1
@@ -342,30 +336,6 @@ class EvaluatorPool:
                 deadlines.append(started_at + STALL_SECONDS)
         return min(deadlines, default=None)
 
-    # --- the guard: timeouts while the loop is held up ----------------------
-
-    def guard(self, armed: bool) -> None:
-        """Arm the guard thread while the loop runs database statements (it
-        cannot look after the children then); disarm it after."""
-        with self._guard_lock:  # once disarmed, the guard touches nothing
-            self._guard_armed = armed
-
-    def _guard_timeouts(self) -> None:
-        while not self._guard_stop.wait(GUARD_INTERVAL):
-            with self._guard_lock:
-                if not self._guard_armed:
-                    continue
-                now = time.monotonic()
-                for evaluator in self.evaluators:
-                    running = evaluator.running()
-                    if running is not None and now - running[1] >= self.timeout + GUARD_GRACE:
-                        # Only a signal: the loop finds the death and decides.
-                        evaluator.killed_by_guard = True
-                        try:
-                            os.kill(evaluator.process.pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-
     # --- stopping ---------------------------------------------------------
 
     def finish_current_only(self) -> None:
@@ -377,8 +347,7 @@ class EvaluatorPool:
                 self.queue.extend(evaluator.take_back_unstarted(index))
 
     def stop(self) -> None:
-        self._guard_stop.set()
-        self.guard(False)
+        self.guard.stop()
         for evaluator in self.evaluators:
             try:
                 evaluator.conn.send(None)
