@@ -53,18 +53,21 @@ def test_poison_rows_become_their_own_errors_and_harm_no_batch_mate(db, calculat
         ("1+" * 15_000_000 + "1", "'{}'", []),
         # 401 digits: unusual but fine
         ("x", "'{\"x\": 1e400}'", []),
+        # a megabyte of variables: not even decoded
+        ("x", "%s::jsonb", ['{"x": 1, "y": "' + "a" * 1_000_000 + '"}']),
     ]
     valid, bad = insert_between_valid_rows(db, poison)
     db.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_inserted_notify")
     db.execute("NOTIFY tasks_inserted")  # one claim takes the whole batch
     results = wait_done(db, valid + bad, timeout=60)
     assert {i: results[i] for i in valid} == expected_valid(db, valid)
-    digits, nested, huge, big = (results[i] for i in bad)
+    digits, nested, huge, big, bulky = (results[i] for i in bad)
     assert digits[0] == "error" and digits[2].startswith(
         "'variables' cannot be read: Exceeds the limit (4300 digits)"), digits
     assert nested == ("error", None, "variable 'x' must be a number, not an array")
     assert huge == ("error", None, "expression is too long: 30000001 characters, the limit is 10000")
     assert big == ("done", 10**400, None)
+    assert bulky == ("error", None, "'variables' is too large: more than 1000000 characters of JSON")
     assert db.execute("SELECT max(attempts) FROM tasks").fetchone()[0] == 1, "nobody was blamed"
     assert calc.process.poll() is None, calc.log()
     assert "refused ids=" in calc.log() and "evaluation process died" not in calc.log()
