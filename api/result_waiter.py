@@ -18,8 +18,6 @@ import threading
 import time
 from collections import defaultdict
 
-import psycopg
-
 from core.database import connect, error_summary
 
 log = logging.getLogger("api.waiter")
@@ -90,10 +88,11 @@ class ResultWaiter:
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=1.0):
                             self._wake(notify.payload)
-            except psycopg.OperationalError as error:
+            except Exception as error:  # whatever happens, the listener goes on
                 if self.listening:
-                    log.warning("result listener lost its connection (%s); waiters re-read "
-                                "every %s s until it is back", error_summary(error), RECHECK_SECONDS)
+                    log.warning("result listener failed (%s: %s); waiters fall back to "
+                                "re-reading every %s s until it listens again", type(error).__name__,
+                                error_summary(error), RECHECK_SECONDS)
                 self.listening = False
                 self._wake_all()
                 self._stop.wait(delay)
@@ -101,12 +100,20 @@ class ResultWaiter:
         self.listening = False
 
     def _wake(self, payload: str) -> None:
-        if payload == "*":
+        """payload: the ids stored, comma-separated, or '*'. Anyone may NOTIFY
+        this channel: a payload that is not a list of ids wakes everyone (they
+        re-read their row; nothing worse)."""
+        try:
+            ids = [int(part) for part in payload.split(",")] if payload != "*" else None
+        except ValueError:
+            log.warning("unexpected payload on %s: %.40r; waking every waiter", CHANNEL, payload)
+            ids = None
+        if ids is None:
             self._wake_all()
             return
         with self._lock:
-            for part in payload.split(","):
-                for event in self._waiting.get(int(part), ()):
+            for task_id in ids:
+                for event in self._waiting.get(task_id, ()):
                     event.set()
 
     def _wake_all(self) -> None:

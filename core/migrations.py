@@ -91,16 +91,44 @@ def apply_migrations(conn: psycopg.Connection) -> list[Migration]:
         for migration in available_migrations():
             if migration.version in done:
                 continue
+            _apply(conn, migration)
+            log.info("applied migration version=%d name=%s", migration.version, migration.name)
+            applied.append(migration)
+        return applied
+    finally:
+        _unlock(conn)
+
+
+def _apply(conn: psycopg.Connection, migration: Migration, tries: int = 3) -> None:
+    """One migration in one transaction. Roles are per cluster while the
+    advisory lock is per database: a migrator of another database on the same
+    cluster may create the same role a moment before us (our CREATE ROLE then
+    fails on the unique name); trying again finds the role there."""
+    for attempt in range(1, tries + 1):
+        try:
             with conn.transaction():
                 conn.execute(migration.path.read_text())
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     (migration.version, migration.name))
-            log.info("applied migration version=%d name=%s", migration.version, migration.name)
-            applied.append(migration)
-        return applied
-    finally:
+            return
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject) as error:
+            if attempt == tries:
+                raise
+            log.info("migration version=%d met a concurrent migrator (%s); trying again",
+                     migration.version, str(error).strip().splitlines()[0])
+
+
+def _unlock(conn: psycopg.Connection) -> None:
+    # On a dead connection the lock is gone with the session; an error here
+    # must not hide the one that brought us here.
+    if conn.closed or conn.broken:
+        return
+    try:
         conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    except psycopg.Error as error:
+        log.warning("could not release the migration lock (%s); it ends with the session",
+                    str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,6 +66,14 @@ class CalculatorSettings:
     # second of them, and those tasks are simply calculated again (outcomes
     # are deterministic). "on" for strict durability.
     synchronous_commit: str = "off"
+    # Bounds on the Calculator's database sessions (seconds; 0 turns one off):
+    # no statement, lock wait or forgotten transaction holds the loop for
+    # long, and a silently dropped network path is noticed within about
+    # twice tcp_keepalive instead of libpq's hours.
+    statement_timeout: float = 10.0
+    lock_timeout: float = 2.0
+    idle_in_transaction_timeout: float = 60.0
+    tcp_keepalive: float = 10.0
     limits: ExpressionLimits = ExpressionLimits()
 
     @classmethod
@@ -80,9 +88,38 @@ class CalculatorSettings:
             memory_limit_mb=_number(environ, "MEMORY_LIMIT_MB", cls.memory_limit_mb, minimum=0),
             synchronous_commit=_choice(environ, "SYNCHRONOUS_COMMIT", cls.synchronous_commit,
                                        ("on", "off", "local", "remote_write", "remote_apply")),
+            statement_timeout=_number(environ, "STATEMENT_TIMEOUT", cls.statement_timeout, float, minimum=0),
+            lock_timeout=_number(environ, "LOCK_TIMEOUT", cls.lock_timeout, float, minimum=0),
+            idle_in_transaction_timeout=_number(environ, "IDLE_IN_TRANSACTION_TIMEOUT",
+                                                cls.idle_in_transaction_timeout, float, minimum=0),
+            tcp_keepalive=_number(environ, "TCP_KEEPALIVE", cls.tcp_keepalive, float, minimum=0),
             limits=ExpressionLimits.from_env(environ),
         )
         return settings
+
+    def session_settings(self) -> dict[str, str]:
+        """PostgreSQL settings of the Calculator's work session."""
+        keepalives = self.keepalive_parameters()
+        return {
+            "synchronous_commit": self.synchronous_commit,
+            "statement_timeout": _milliseconds(self.statement_timeout),
+            "lock_timeout": _milliseconds(self.lock_timeout),
+            "idle_in_transaction_session_timeout": _milliseconds(self.idle_in_transaction_timeout),
+            # The server's end of the same keepalives (0: the system's
+            # defaults): a backend whose Calculator vanished is ended too.
+            "tcp_keepalives_idle": str(keepalives.get("keepalives_idle", 0)),
+            "tcp_keepalives_interval": str(keepalives.get("keepalives_interval", 0)),
+            "tcp_keepalives_count": str(keepalives.get("keepalives_count", 0)),
+            "tcp_user_timeout": str(keepalives.get("tcp_user_timeout", 0)),
+        }
+
+    def keepalive_parameters(self) -> dict[str, int]:
+        """libpq connection parameters: TCP keepalives and a bound on unacknowledged data."""
+        if self.tcp_keepalive <= 0:
+            return {}
+        idle = max(1, round(self.tcp_keepalive))
+        return {"keepalives": 1, "keepalives_idle": idle, "keepalives_interval": max(1, idle // 3),
+                "keepalives_count": 3, "tcp_user_timeout": 2 * idle * 1000}
 
     def describe(self) -> str:
         return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "limits")
@@ -109,6 +146,10 @@ class ApiSettings:
             db_timeout=_number(environ, "DB_TIMEOUT", cls.db_timeout, float, minimum=0.1),
             limits=ExpressionLimits.from_env(environ),
         )
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(0, round(seconds * 1000)))
 
 
 def database_url(environ: Mapping[str, str] = os.environ) -> str:

@@ -5,12 +5,22 @@ correct outcome", checked while processes are really killed.
     python -m tests.chaos --expressions 300 --fault-seconds 15   # what make test runs
 
 It starts its own PostgreSQL, the API (gunicorn, real HTTP on 127.0.0.1) and
-3 Calculators, submits a known mix (ordinary expressions with known answers,
-division by zero, domain errors, runaways that hit CALCULATION_TIMEOUT, and
-some rows inserted with SQL) and meanwhile SIGKILLs Calculators and
-evaluation processes, restarts PostgreSQL once and SIGTERMs one Calculator.
-Then it checks every row, from the database and through the API, and prints
-the figures. A broken promise prints the ids that broke it.
+3 Calculators, which log in as api_user and worker_user, members of the
+least-privileged roles (as in production), submits a known mix (ordinary
+expressions with known answers, division by zero, domain errors, runaways
+that hit CALCULATION_TIMEOUT, and some rows inserted with SQL) and meanwhile
+SIGKILLs Calculators and evaluation processes, freezes one Calculator past
+its lease while it holds a batch, restarts PostgreSQL once and SIGTERMs one
+Calculator. Then it checks every row, from the database and through the
+API, and prints the figures. A broken promise prints the ids that broke it;
+so does a fault that did not really happen (no freeze, no evaluation process
+death seen by its Calculator, no stale result fenced off): a chaos run
+without its faults proves nothing.
+
+The processes are started here, not by `make run`'s supervisor: the faults
+need to know which process is which (to freeze a Calculator while it holds
+a batch, to SIGTERM one and time its exit), and a supervisor restarting
+what is killed would blur what the run measures.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from core.migrations import apply_migrations
 from tests.http_client import post_json, request
@@ -38,6 +49,12 @@ from tools.pgcluster import LocalPostgres, free_port
 TIMEOUT = 1  # CALCULATION_TIMEOUT of the Calculators in the run
 CALCULATOR_SETTINGS = dict(calculation_timeout=TIMEOUT, lease_seconds=2, queue_wait_time=1,
                            max_attempts=50, task_num=20, num_processes=2)
+# Inserted just before the freeze so that the frozen Calculator holds part of
+# it (its evaluation processes are frozen first, so it cannot finish them):
+# its results come late and are fenced off.
+FREEZE_BURST = 60
+FREEZE_BURST_TASK = ("x * 6 + 1", {"x": 7}, ("done", 43))
+LOGIN_USERS = {"api_user": "calculator_api", "worker_user": "calculator_worker"}
 
 
 def make_mix(count: int, rng: random.Random) -> list[tuple[str, dict, tuple]]:
@@ -67,10 +84,12 @@ def make_mix(count: int, rng: random.Random) -> list[tuple[str, dict, tuple]]:
 class Figures:
     submitted_http: int = 0
     submitted_sql: int = 0
+    submitted_burst: int = 0
     http_retries: int = 0
     calculators_killed: int = 0
     calculators_frozen: int = 0
     evaluators_killed: int = 0
+    evaluator_deaths_logged: int = 0
     database_restarts: int = 0
     sigterm_exit_seconds: float | None = None
     sigterm_exit_code: int | None = None
@@ -99,10 +118,14 @@ class ChaosRun:
         self.cluster = LocalPostgres().start()
         with psycopg.connect(self.cluster.url, autocommit=True) as conn:
             apply_migrations(conn)
+            for user, role in LOGIN_USERS.items():
+                conn.execute(f"CREATE ROLE {user} LOGIN IN ROLE {role}")
+        self.api_url = make_conninfo(self.cluster.url, user="api_user")
+        self.worker_url = make_conninfo(self.cluster.url, user="worker_user")
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(DATABASE_URL=self.cluster.url, BIND=f"127.0.0.1:{port}", DB_TIMEOUT="2",
+        env.update(DATABASE_URL=self.api_url, BIND=f"127.0.0.1:{port}", DB_TIMEOUT="2",
                    PYTHONPATH=str(ROOT), WEB_CONCURRENCY="2", GUNICORN_THREADS="4")
         self.api_log = open(self.workdir / "api.log", "ab")
         self.api = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py"],
@@ -119,7 +142,7 @@ class ChaosRun:
 
     def start_calculator(self) -> CalculatorProcess:
         self._started += 1
-        calc = CalculatorProcess(self.cluster.url, self.workdir / f"calculator-{self._started}.log",
+        calc = CalculatorProcess(self.worker_url, self.workdir / f"calculator-{self._started}.log",
                                  **CALCULATOR_SETTINGS)
         self.calculators.append(calc)
         return calc
@@ -227,22 +250,74 @@ class ChaosRun:
             time.sleep(0.05)
         return last_fault
 
+    def _insert_burst(self) -> set[int]:
+        """FREEZE_BURST rows in one INSERT (one NOTIFY), with known answers."""
+        expression, variables, expected = FREEZE_BURST_TASK
+        while True:
+            try:
+                with psycopg.connect(self.cluster.url, autocommit=True) as conn:
+                    ids = {row[0] for row in conn.execute(
+                        "INSERT INTO tasks (expression, variables) SELECT %s, %s::jsonb "
+                        "FROM generate_series(1, %s) RETURNING id",
+                        (expression, json.dumps(variables), FREEZE_BURST))}
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.05)
+        with self._lock:
+            self.accepted.update({task_id: expected for task_id in ids})
+            self.figures.submitted_burst += len(ids)
+        return ids
+
     def _freeze_one(self) -> None:
-        """SIGSTOP a Calculator past its lease, then let it go on: it wakes up
-        late, holding results for tasks others have taken over."""
-        victim = self.rng.choice(self.calculators)
+        """Freeze a Calculator right after it claimed part of a burst (its
+        evaluation processes first, so that it cannot answer any of it), and
+        let it go on only once another Calculator has taken one of those tasks
+        over: it wakes up late, with results that must be fenced off."""
+        # One that is up (a replacement may still be starting on a busy machine).
+        victim = self.rng.choice([c for c in self.calculators if "calculator started" in c.log()]
+                                 or self.calculators)
+        children = _signal_all(victim.evaluator_pids(), signal.SIGSTOP)
+        held: set[int] = set()
+        with open(victim.log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            burst = self._insert_burst()
+            seen = bytearray()
+
+            def claimed_some():
+                seen.extend(log.read())
+                held.update(_claimed_ids(seen.decode(errors="replace")) & burst)
+                return held
+            try:
+                wait_for(claimed_some, timeout=10, interval=0.002,
+                         message="the Calculator to be frozen to claim part of the burst")
+            except AssertionError as error:
+                self.figures.problems.append(str(error))
         os.kill(victim.pid, signal.SIGSTOP)
         self.frozen = victim
-        self.figures.calculators_frozen += 1
-        lease = CALCULATOR_SETTINGS["lease_seconds"]
+        try:
+            wait_for(lambda: _process_state(victim.pid) == "T", timeout=5, interval=0.005)
+            self.figures.calculators_frozen += 1
+        except AssertionError:
+            pass  # reported by check() as a missing fault
+
+        def taken_over() -> bool:
+            try:  # PostgreSQL may be restarting meanwhile
+                with psycopg.connect(self.cluster.url, autocommit=True, connect_timeout=2) as conn:
+                    return conn.execute("SELECT count(*) > 0 FROM tasks WHERE id = ANY(%s) "
+                                        "AND attempts >= 2", (list(held),)).fetchone()[0]
+            except psycopg.Error:
+                return False
 
         def thaw():
             try:
-                os.kill(victim.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            self.frozen = None
-        threading.Timer(lease + 1.5, thaw).start()
+                wait_for(taken_over, timeout=30, interval=0.1,
+                         message="another Calculator to take over the frozen one's tasks")
+            except AssertionError:
+                pass  # no takeover: check() reports that no stale result was discarded
+            finally:
+                _signal_all([victim.pid, *children], signal.SIGCONT)
+                self.frozen = None
+        threading.Thread(target=thaw, daemon=True).start()
 
     def _kill_an_evaluator(self) -> bool:
         for calc in self.rng.sample(self.calculators, len(self.calculators)):
@@ -305,12 +380,53 @@ class ChaosRun:
         for calc in self.calculators + self.retired:
             log = calc.log()
             self.figures.stale_discarded += log.count("discarded stale results")
+            self.figures.evaluator_deaths_logged += log.count("evaluation process died")
             if "Traceback" in log:
                 broken.append(f"calculator pid {calc.pid} crashed:\n{log[log.index('Traceback'):][:1500]}")
         for calc in self.calculators:
             if calc.process.poll() is not None:
                 broken.append(f"calculator pid {calc.pid} exited on its own with code {calc.process.returncode}")
+        # The faults must really have happened, or the run proves nothing.
+        f = self.figures
+        if f.calculators_frozen < 1:
+            broken.append("fault missing: no Calculator was seen frozen (state T)")
+        if f.evaluators_killed < 1 or f.evaluator_deaths_logged < 1:
+            broken.append(f"fault missing: evaluation processes SIGKILLed {f.evaluators_killed}, "
+                          f"deaths logged by their Calculators {f.evaluator_deaths_logged}")
+        if f.stale_discarded < 1:
+            broken.append("fault missing: no late result was fenced off (no 'discarded stale results')")
         return broken
+
+
+def _signal_all(pids: list[int], signum: int) -> list[int]:
+    """Send signum to each pid still there; returns those signalled."""
+    sent = []
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+            sent.append(pid)
+        except ProcessLookupError:
+            pass
+    return sent
+
+
+def _claimed_ids(log: str) -> set[int]:
+    """Task ids in a Calculator log's 'claimed ids=1-3,7' lines."""
+    ids: set[int] = set()
+    for line in log.splitlines():
+        if " claimed ids=" in line:
+            for part in line.split("claimed ids=")[1].split()[0].split(","):
+                low, _, high = part.partition("-")
+                if low.isdigit() and (high.isdigit() or not high):
+                    ids.update(range(int(low), int(high or low) + 1))
+    return ids
+
+
+def _process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
 def _same(got, expected) -> bool:
@@ -321,7 +437,8 @@ def _same(got, expected) -> bool:
     return got[1] == expected[1]
 
 
-def run(expressions: int, fault_seconds: float, seed: int, workdir: Path, out=sys.stdout) -> tuple[Figures, list[str]]:
+def run(expressions: int, fault_seconds: float, seed: int, workdir: Path, out=None) -> tuple[Figures, list[str]]:
+    out = out or sys.stdout  # looked up now, so that pytest's capture sees the report
     chaos = ChaosRun(expressions, fault_seconds, seed, workdir)
     started = time.monotonic()
     chaos.start()
@@ -336,11 +453,12 @@ def run(expressions: int, fault_seconds: float, seed: int, workdir: Path, out=sy
         chaos.stop()
     f = chaos.figures
     print(f"""chaos run (seed {seed}, {time.monotonic() - started:.0f} s)
-  expressions submitted   {f.submitted_http} over HTTP ({f.http_retries} retries after 503/drops), {f.submitted_sql} with SQL
+  expressions submitted   {f.submitted_http} over HTTP ({f.http_retries} retries after 503/drops), {f.submitted_sql} with SQL, {f.submitted_burst} in the burst before the freeze
+  logins                  api_user and worker_user (least-privileged roles)
   outcomes checked        {len(chaos.accepted)} in the database and through the API
   Calculators SIGKILLed   {f.calculators_killed}
-  Calculators frozen      {f.calculators_frozen} (SIGSTOP past the lease, then SIGCONT)
-  evaluators SIGKILLed    {f.evaluators_killed}
+  Calculators frozen      {f.calculators_frozen} (SIGSTOP holding a batch, SIGCONT after a takeover)
+  evaluators SIGKILLed    {f.evaluators_killed} ({f.evaluator_deaths_logged} deaths logged by their Calculators)
   PostgreSQL restarts     {f.database_restarts}
   SIGTERM exit            code {f.sigterm_exit_code} after {f.sigterm_exit_seconds or 0:.1f} s (limit {TIMEOUT + 5} s)
   stale results discarded {f.stale_discarded} (late Calculators fenced off)

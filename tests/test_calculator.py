@@ -97,6 +97,11 @@ def test_a_runaway_is_killed_at_the_timeout_and_the_calculator_goes_on(db, calcu
     for task_id in runaways:
         assert results[task_id] == ("error", None, "calculation timed out after 1 s")
     assert results[quick] == ("done", 2, None)
+    # Killed at the timeout, not much later: both, one after the other, within
+    # 2 x 1 s and some headroom for a busy machine.
+    took = db.execute("SELECT extract(epoch FROM max(finished_at) - min(created_at))::float FROM tasks "
+                      "WHERE id = ANY(%s)", (runaways,)).fetchone()[0]
+    assert took < 2 * 1 + 4, f"the runaways took {took:.1f} s"
     assert calc.process.poll() is None
     assert not before & set(calc.evaluator_pids()), "the runaway's process was replaced"
 
@@ -202,7 +207,8 @@ def test_a_task_that_kills_every_process_that_tries_it_is_given_up(db, calculato
         os.kill(victim, signal.SIGKILL)
     status, result, error = wait_done(db, [task_id], timeout=30)[task_id]
     assert status == "error"
-    assert error == "gave up after 3 attempts: the evaluation process died every time"
+    assert error == ("gave up after 3 attempts: each claim ended without an outcome "
+                     "(the evaluation process, or the Calculator, died)")
     assert calc.process.poll() is None
 
 
@@ -227,3 +233,38 @@ def test_deep_nesting_at_the_length_cap_is_just_calculated(db, calculators):
     calculators()
     task_id = insert(db, "(" * 4999 + "1" + ")" * 4999)
     assert wait_done(db, [task_id])[task_id] == ("done", 1, None)
+
+
+def test_a_calculation_longer_than_the_lease_keeps_its_claim(db, calculators):
+    """The lease is extended while the task is held: a second Calculator
+    polling all along never takes it over, and it is claimed once."""
+    first = calculators(lease_seconds=1.5, num_processes=1, calculation_timeout=60)
+    task_id = insert(db, "fac(500000) / fac(499999)")  # seconds of CPU, more than the lease
+    wait_for(lambda: f"claimed ids={task_id}" in first.log())
+    second = calculators(lease_seconds=1.5, queue_wait_time=0.2)
+    assert wait_done(db, [task_id], timeout=90)[task_id] == ("done", 500000.0, None)
+    assert db.execute("SELECT attempts FROM tasks").fetchone()[0] == 1
+    assert f"claimed ids={task_id}" not in second.log()
+
+
+def test_a_late_result_is_fenced_off_while_the_new_claim_is_still_calculating(db, calculators):
+    """The lease token, not the status, decides: the late Calculator wakes up
+    with its result while the Calculator that took over is still calculating;
+    the late result is discarded and the new claim's result stored."""
+    late = calculators(lease_seconds=1, num_processes=1)
+    task_id = insert(db, SLOW)
+    wait_for(lambda: "claimed ids=" in late.log())
+    os.kill(late.pid, signal.SIGSTOP)  # its child goes on and finishes; it cannot store
+    try:
+        wait_for(lambda: db.execute("SELECT process_at < now() FROM tasks").fetchone()[0],
+                 message="the lease to expire")
+        second = calculators(lease_seconds=30, num_processes=1)
+        wait_for(lambda: db.execute("SELECT attempts FROM tasks").fetchone()[0] == 2,
+                 message="the takeover")
+    finally:
+        os.kill(late.pid, signal.SIGCONT)  # the takeover needs a second or two more
+    wait_for(lambda: "discarded stale results" in late.log() or "stored ids=" in late.log(),
+             timeout=30, message="the late Calculator to try to store")
+    assert f"discarded stale results ids={task_id}" in late.log()
+    assert wait_done(db, [task_id], timeout=60)[task_id] == ("done", 300000.0, None)
+    wait_for(lambda: f"stored ids={task_id}" in second.log(), message="the new claim's result stored")

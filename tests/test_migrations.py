@@ -9,7 +9,7 @@ import pytest
 from core.migrations import (SchemaError, apply_migrations, available_migrations,
                              check_schema, current_version, required_version)
 from tests.conftest import create_database
-from tests.support import run_in_threads
+from tests.support import run_in_threads, wait_for
 
 
 @pytest.fixture
@@ -82,3 +82,34 @@ def test_readyz_says_the_schema_is_behind(empty_database):
         assert "run `python -m core.migrations`" in response.json["msg"]
     finally:
         app.extensions["pool"].close()
+
+
+def test_migrators_of_two_databases_on_one_cluster_do_not_race_on_roles(tmp_path):
+    """Roles are per cluster, the advisory lock per database: a migrator
+    whose CREATE ROLE meets another database's migrator creating the same
+    role (made certain here by holding that CREATE ROLE open) tries again."""
+    import threading
+    from tools.pgcluster import LocalPostgres
+    with LocalPostgres() as cluster:
+        first, second = create_database(cluster.url, "first"), create_database(cluster.url, "second")
+        with psycopg.connect(first) as other_migrator:  # a transaction, left open
+            other_migrator.execute("CREATE ROLE calculator_api NOLOGIN")
+            errors: list[Exception] = []
+
+            def migrate():
+                try:
+                    with psycopg.connect(second, autocommit=True) as conn:
+                        apply_migrations(conn)
+                except Exception as error:  # pragma: no cover - the assertion shows it
+                    errors.append(error)
+            thread = threading.Thread(target=migrate)
+            thread.start()
+            with psycopg.connect(cluster.url, autocommit=True) as observer:
+                wait_for(lambda: observer.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0],
+                    message="the second migrator to wait on the role's name")
+            other_migrator.commit()
+            thread.join(60)
+        assert errors == []
+        with psycopg.connect(second) as conn:
+            assert current_version(conn) == required_version()

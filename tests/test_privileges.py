@@ -46,3 +46,35 @@ def test_the_api_role_can_submit_and_read(db, api_url):
         task_id = conn.execute("INSERT INTO tasks (expression, variables) VALUES ('2', '{}') "
                                "RETURNING id").fetchone()[0]
         assert conn.execute("SELECT status FROM tasks WHERE id = %s", (task_id,)).fetchone() == ("pending",)
+
+
+FINISHED_ROW_CHANGES = [
+    "UPDATE tasks SET status = 'pending', result = NULL, error = NULL, finished_at = NULL",
+    "UPDATE tasks SET result = '5'",
+    "UPDATE tasks SET status = 'error', result = NULL, error = 'forged'",
+]
+
+
+@pytest.mark.parametrize("role_url", ["database_url", "worker_url", "api_url"])
+@pytest.mark.parametrize("statement", FINISHED_ROW_CHANGES)
+def test_a_finished_tasks_outcome_cannot_be_changed_by_any_role(db, request, role_url, statement):
+    """The database, not only the store query, keeps "one outcome, ever";
+    the schema owner is refused too."""
+    task_id = insert(db, "2+2")
+    db.execute("UPDATE tasks SET status = 'done', result = '4', finished_at = now() WHERE id = %s",
+               (task_id,))
+    with psycopg.connect(request.getfixturevalue(role_url), autocommit=True) as conn:
+        with pytest.raises((psycopg.errors.RestrictViolation, psycopg.errors.InsufficientPrivilege)) as refused:
+            conn.execute(statement + " WHERE id = %s", (task_id,))
+    if role_url != "api_url":  # the API role may not update tasks at all
+        assert "is finished (done): its outcome cannot be changed" in str(refused.value)
+    assert db.execute("SELECT status, result, error FROM tasks").fetchone() == ("done", 4, None)
+
+
+def test_a_pending_task_may_still_be_finished_and_a_finished_one_deleted(db):
+    task_id = insert(db, "2+2")
+    db.execute("UPDATE tasks SET status = 'error', error = 'x', finished_at = now() WHERE id = %s",
+               (task_id,))
+    db.execute("UPDATE tasks SET process_at = now() WHERE id = %s", (task_id,))  # not the outcome
+    db.execute("DELETE FROM tasks WHERE id = %s", (task_id,))  # retention may delete
+    assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0

@@ -37,7 +37,9 @@ def test_concurrent_claimers_skip_each_others_rows(db, database_url):
         insert(db, f"{i}")
     with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
         # Both claims run inside open transactions: the first one's row locks
-        # are held while the second one claims.
+        # are held while the second one claims. A claim that waited for them
+        # instead of skipping them fails after a second rather than hang.
+        second.execute("SET lock_timeout = '1s'")
         a, _ = claim(first, limit=30)
         b, _ = claim(second, limit=30)
         assert len(a) == 30 and len(b) == 20
@@ -172,3 +174,18 @@ def test_a_session_that_notifies_after_commit_is_not_notified_for_by_the_trigger
         db.execute("RESET calculator.notify_after_commit")
         insert(db, "2")
         assert len(list(listener.notifies(timeout=1, stop_after=1))) == 1
+
+
+def test_a_locked_row_is_passed_over_and_the_rest_of_the_batch_stored(db, database_url):
+    from worker.task_queue import store_outcomes
+    a, b, c = insert(db, "1"), insert(db, "2"), insert(db, "3")
+    tasks, _ = claim(db)
+    db.execute("UPDATE tasks SET process_at = now() - interval '1 second' WHERE id = %s", (c,))
+    claim(db)  # c is taken over: its outcome below is stale
+    db.execute("SET lock_timeout = '200ms'")  # the Calculator's LOCK_TIMEOUT, shortened
+    with psycopg.connect(database_url) as operator:  # an open transaction holding a's row
+        operator.execute("SELECT FROM tasks WHERE id = %s FOR UPDATE", (a,))
+        stored, locked = store_outcomes(db, [Outcome(t, str(t.id), None) for t in tasks])
+        assert (stored, locked) == ({b}, {a})
+    assert store_outcomes(db, [Outcome(tasks[0], "1", None)], skip_locked=True) == ({a}, set())
+    assert [outcome(db, i)[0] for i in (a, b, c)] == ["done", "done", "pending"]

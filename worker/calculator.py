@@ -15,10 +15,20 @@ arrives, whatever the other is doing), the other runs the queue statements.
 When the database goes away the loop keeps evaluating what it holds, keeps
 the outcomes, reconnects with backoff, and on reconnecting stores them and
 polls once to catch up with what was inserted meanwhile.
+
+Nothing but SIGTERM/SIGINT ends the loop. A statement that fails (a lock
+wait past LOCK_TIMEOUT, a statement past STATEMENT_TIMEOUT, a refused
+privilege, a read-only server after a failover) is logged once and retried
+with backoff, reconnecting where the session is the problem; even a bug in
+the loop is logged with its traceback and survived. While the loop waits on
+a statement, a guard thread keeps CALCULATION_TIMEOUT (timeout_guard.py). An
+outcome whose row another session holds locked is kept and stored later,
+while the rest of its batch is stored now.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -35,13 +45,22 @@ from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
 from worker.registry import HEARTBEAT_SECONDS, Registration
 from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend_leases,
-                               release_tasks, store_results)
+                               release_tasks, store_outcomes)
+from worker.trouble import Trouble
 
 log = logging.getLogger("calculator")
 
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0  # reconnect attempts are cheap; catching up quickly is not
 SHUTDOWN_GRACE = 3.0  # seconds beyond CALCULATION_TIMEOUT to hand back what is held
+HELD_BACK_RETRY = 0.5  # seconds between tries to store outcomes whose rows are locked
+
+# Errors after which the session itself is suspect: reconnect (maybe to the
+# new primary) rather than retry on it.
+RECONNECT_ERRORS = (psycopg.errors.ConnectionException, psycopg.errors.AdminShutdown,
+                    psycopg.errors.CrashShutdown, psycopg.errors.CannotConnectNow,
+                    psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InFailedSqlTransaction,
+                    psycopg.errors.IdleInTransactionSessionTimeout)
 
 
 class Calculator:
@@ -55,6 +74,9 @@ class Calculator:
         self.work_conn: psycopg.Connection | None = None
 
         self.unstored: list[Outcome] = []
+        self.held_back: list[Outcome] = []  # their rows were locked by another session
+        self.next_held_back_try = 0.0
+        self._held_back_logged: set[int] = set()
         self.to_release: list[Task] = []          # handed back, attempt not counted
         self.to_release_counted: list[Task] = []  # their child died: attempt counted
 
@@ -63,8 +85,11 @@ class Calculator:
         self.next_lease_extension = 0.0
 
         self.outage_since: float | None = None
+        self._outage_reason = ""
         self.next_reconnect = 0.0
         self.backoff = BACKOFF_FIRST
+        self.statements = Trouble(log, "database statement", BACKOFF_FIRST, BACKOFF_MAX)
+        self.loop_trouble = Trouble(log, "the Calculator's loop", 0.1, BACKOFF_MAX)
 
         self.stopping = False
         self.stop_deadline = 0.0
@@ -74,13 +99,12 @@ class Calculator:
 
     def run(self) -> int:
         self._connect_at_start()
-        check_schema(self.work_conn)
         self.pool.start()
         self._install_signal_handlers()
         log.info("calculator started %s", self.settings.describe())
         try:
             while not self._finished():
-                self._step()
+                self._survive_step()
         finally:
             self.pool.stop()
             self._deregister()
@@ -102,12 +126,13 @@ class Calculator:
     def _finished(self) -> bool:
         if not self.stopping:
             return False
-        settled = not (self.pool.held_count() or self.unstored
+        settled = not (self.pool.held_count() or self.unstored or self.held_back
                        or self.to_release or self.to_release_counted)
         if settled:
             return True
         if time.monotonic() >= self.stop_deadline:
-            left = [t.id for t in self.pool.held_tasks()] + [o.task.id for o in self.unstored]
+            left = [t.id for t in self.pool.held_tasks()] + \
+                [o.task.id for o in self.unstored + self.held_back]
             log.warning("stopping with work not handed back ids=%s: their leases will expire",
                         format_ids(left))
             return True
@@ -115,27 +140,69 @@ class Calculator:
 
     # --- one turn of the loop -----------------------------------------------
 
+    def _survive_step(self) -> None:
+        try:
+            self._step()
+        except Exception as error:  # a bug: logged with its traceback, survived
+            self.loop_trouble.failed(error, traceback=True)
+            self.pool.guard.arm(True)
+            time.sleep(max(0.0, self.loop_trouble.retry_at - time.monotonic()))
+            self.pool.guard.arm(False)
+        else:
+            if self.loop_trouble.failing:
+                self.loop_trouble.succeeded()
+
     def _step(self) -> None:
         if self.stopping:
             self.pool.finish_current_only()
             self.to_release.extend(self.pool.take_queued())
         if self.work_conn is None and time.monotonic() >= self.next_reconnect:
-            self._reconnect()
-        if self.work_conn is not None:
-            try:
-                self._database_work()
-            except psycopg.OperationalError as error:
-                self._lost_connection(error)
+            with self._guarded():
+                self._reconnect()
+        if self.work_conn is not None and self.statements.ready(time.monotonic()):
+            with self._guarded():
+                try:
+                    self._database_work()
+                except psycopg.Error as error:
+                    self._statement_failed(error)
+                else:
+                    if self.outage_since is not None:
+                        self._restored()
+                    if self.statements.failing:
+                        self.statements.succeeded()
         self.pool.dispatch()
         self._wait_and_collect()
 
+    @contextlib.contextmanager
+    def _guarded(self):
+        """While statements run, the guard thread keeps the timeouts."""
+        self.pool.guard.arm(True)
+        try:
+            yield
+        finally:
+            self.pool.guard.arm(False)
+
+    def _statement_failed(self, error: psycopg.Error) -> None:
+        conn = self.work_conn
+        if conn is None or conn.closed or conn.broken or isinstance(error, RECONNECT_ERRORS):
+            self._lost_connection(error)
+        else:
+            self.statements.failed(error)
+
     def _database_work(self) -> None:
         conn = self.work_conn
+        if self.held_back and time.monotonic() >= self.next_held_back_try:
+            retry, self.held_back = self.held_back, []
+            try:
+                self._store(conn, retry, skip_locked=True)
+            except BaseException:
+                self.held_back = retry + self.held_back
+                raise
         if self.unstored:
             outcomes, self.unstored = self.unstored, []
             try:
                 self._store(conn, outcomes)
-            except psycopg.OperationalError:
+            except BaseException:
                 self.unstored = outcomes + self.unstored
                 raise
         for pending, count_attempt in ((self.to_release, False), (self.to_release_counted, True)):
@@ -149,35 +216,41 @@ class Calculator:
             self.registration.heartbeat(conn)
             self.next_heartbeat = now + HEARTBEAT_SECONDS
         if now >= self.next_lease_extension:
-            held = self.pool.held_tasks() + [o.task for o in self.unstored]
+            held = self.pool.held_tasks() + [o.task for o in self.unstored + self.held_back]
             if held:
                 extend_leases(conn, held, self.settings.lease_seconds)
             self.next_lease_extension = now + self.settings.lease_seconds / 3
         if not self.stopping:
             self._maybe_claim(conn, now)
 
-    def _store(self, conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
-        stored = store_results(conn, outcomes)
-        stale = [o.task.id for o in outcomes if o.task.id not in stored]
+    def _store(self, conn: psycopg.Connection, outcomes: list[Outcome], skip_locked: bool = False) -> None:
+        stored, locked = store_outcomes(conn, outcomes, skip_locked=skip_locked)
+        stale = [o.task.id for o in outcomes if o.task.id not in stored and o.task.id not in locked]
         METRICS.count("results_stored", len(stored))
         METRICS.count("stale_results_discarded", len(stale))
         if stored:
             log.info("stored ids=%s", format_ids(stored))
+            self._held_back_logged -= stored
+        if locked:
+            self.held_back.extend(o for o in outcomes if o.task.id in locked)
+            self.next_held_back_try = time.monotonic() + HELD_BACK_RETRY
+            new = locked - self._held_back_logged
+            if new:
+                log.warning("holding back results ids=%s: another session holds their rows "
+                            "locked; storing them when it lets go", format_ids(new))
+                self._held_back_logged |= new
         if stale:
             log.warning("discarded stale results ids=%s: another Calculator holds or finished "
                         "these tasks", format_ids(stale))
 
     def _maybe_claim(self, conn: psycopg.Connection, now: float) -> None:
-        held = self.pool.held_count()
-        room = self.settings.task_num - held
-        # Claim the next batch while the current one is still being evaluated,
-        # but not one task at a time as each result comes back.
-        if room <= 0 or held > self.settings.task_num // 2:
+        room = self._room_to_claim()
+        if room <= 0:
             return
         if not (self.work_expected or now >= self.next_poll):
             return
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
-                                      self.settings.max_attempts)
+                                      self.settings.max_attempts, self.settings.limits)
         self.next_poll = now + self.settings.queue_wait_time
         self.work_expected = len(tasks) + len(given_up) >= room
         METRICS.count("tasks_given_up", len(given_up))
@@ -188,7 +261,21 @@ class Calculator:
                         self.settings.max_attempts)
         if tasks:
             log.info("claimed ids=%s", format_ids(t.id for t in tasks))
+        refused = [t for t in tasks if t.problem is not None]
+        if refused:  # rows that cannot be calculated: their problem is their outcome
+            log.warning("refused ids=%s: rows that cannot be calculated", format_ids(t.id for t in refused))
+            self.unstored.extend(Outcome(t, None, t.problem) for t in refused)
+            tasks = [t for t in tasks if t.problem is None]
+        if tasks:
             self.pool.submit(tasks)
+
+    def _room_to_claim(self) -> int:
+        held = self.pool.held_count()
+        # Claim the next batch while the current one is still being evaluated,
+        # but not one task at a time as each result comes back.
+        if held > self.settings.task_num // 2:
+            return 0
+        return self.settings.task_num - held
 
     def _wait_and_collect(self) -> None:
         readers = [self._wake_read, *self.pool.connections()]
@@ -201,26 +288,38 @@ class Calculator:
             try:
                 if list(self.listen_conn.notifies(timeout=0)):
                     self.work_expected = True
-            except psycopg.OperationalError as error:
+            except psycopg.Error as error:
                 self._lost_connection(error)
         self.unstored.extend(self.pool.collect(ready))
         self.unstored.extend(self.pool.enforce_timeouts(time.monotonic()))
+        if self.pool.finished:
+            self.unstored.extend(self.pool.finished)
+            self.pool.finished.clear()
         if self.pool.crashed:
             self.to_release_counted.extend(self.pool.crashed)
             self.pool.crashed.clear()
 
     def _wait_timeout(self) -> float:
         now = time.monotonic()
-        if self.work_conn is not None and (self.unstored or self.to_release or self.to_release_counted):
+        if self.work_conn is not None and self.statements.ready(now) \
+                and (self.unstored or self.to_release or self.to_release_counted):
             return 0.0  # the next turn stores or releases them
         if self.stopping:
             # Short waits while handing back; children's answers wake us sooner.
             return 0.05
-        wake_at = [self.next_lease_extension, self.next_heartbeat]
+        # Only what the next turn can act on: a heartbeat that is due means
+        # nothing while disconnected (or waiting to retry), nor a poll while
+        # there is no room to claim; waking for them would spin the loop.
         if self.work_conn is None:
-            wake_at.append(self.next_reconnect)
+            wake_at = [self.next_reconnect]
+        elif not self.statements.ready(now):
+            wake_at = [self.statements.retry_at]
         else:
-            wake_at.append(self.next_poll)
+            wake_at = [self.next_lease_extension, self.next_heartbeat]
+            if self._room_to_claim() > 0:
+                wake_at.append(self.next_poll)
+            if self.held_back:
+                wake_at.append(self.next_held_back_try)
         deadline = self.pool.next_deadline()
         if deadline is not None:
             wake_at.append(deadline)
@@ -229,11 +328,23 @@ class Calculator:
     # --- connections --------------------------------------------------------
 
     def _connect(self) -> None:
-        self.work_conn = connect(self.url, application_name="calculator", exact_numbers=True)
-        self.work_conn.execute("SELECT set_config('synchronous_commit', %s, false)",
-                               (self.settings.synchronous_commit,))
-        self.listen_conn = connect(self.url, application_name="calculator-listen")
-        self.listen_conn.execute(f"LISTEN {TASKS_CHANNEL}")
+        """Both connections, or neither (nothing is left open on a failure)."""
+        keepalives = self.settings.keepalive_parameters()
+        session = self.settings.session_settings()
+        work = listen = None
+        try:
+            work = connect(self.url, application_name="calculator", exact_numbers=True,
+                           **keepalives)
+            work.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(session)),
+                         [part for item in session.items() for part in item])
+            listen = connect(self.url, application_name="calculator-listen", **keepalives)
+            listen.execute(f"LISTEN {TASKS_CHANNEL}")
+        except BaseException:
+            for conn in (work, listen):
+                if conn is not None:
+                    conn.close()
+            raise
+        self.work_conn, self.listen_conn = work, listen
         # Anything inserted while we were not listening is found by one poll.
         self.work_expected = True
         self.next_heartbeat = 0.0
@@ -243,8 +354,10 @@ class Calculator:
         while True:
             try:
                 self._connect()
+                check_schema(self.work_conn)  # SchemaError: a deliberate exit
                 return
-            except psycopg.OperationalError as error:
+            except psycopg.Error as error:
+                self._disconnect()
                 if delay == BACKOFF_FIRST:
                     log.error("cannot connect to the database (%s); retrying with backoff",
                               error_summary(error))
@@ -255,7 +368,7 @@ class Calculator:
         if self.work_conn is not None:
             try:
                 self.registration.deregister(self.work_conn)
-            except psycopg.OperationalError:
+            except psycopg.Error:
                 pass  # its heartbeat expires instead
 
     def _disconnect(self) -> None:
@@ -266,19 +379,26 @@ class Calculator:
 
     def _lost_connection(self, error: Exception) -> None:
         self._disconnect()
+        reason = error_summary(error)
         if self.outage_since is None:
             self.outage_since = time.monotonic()
             log.error("database connection lost (%s); evaluating what is held and "
-                      "reconnecting with backoff", error_summary(error))
+                      "reconnecting with backoff", reason)
+        elif reason != self._outage_reason:  # once per cause, not once per try
+            log.error("database still unavailable, now: %s", reason)
+        self._outage_reason = reason
         self.next_reconnect = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
     def _reconnect(self) -> None:
         try:
             self._connect()
-        except psycopg.OperationalError as error:
+        except psycopg.Error as error:
             self._lost_connection(error)
-            return
+        # The outage ends when statements work again, not when a connection
+        # opens (a read-only server accepts connections, then refuses writes).
+
+    def _restored(self) -> None:
         log.info("database connection restored after %.1f s", time.monotonic() - self.outage_since)
         self.outage_since = None
         self.backoff = BACKOFF_FIRST

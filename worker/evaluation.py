@@ -13,6 +13,8 @@ chunk), which keeps the cost per task of the pipe small.
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
+import os
 import resource
 import signal
 import time
@@ -29,6 +31,8 @@ STARTED = 0     # index in the chunk of the task being calculated; -1 when idle
 STARTED_AT = 1  # time.monotonic() when it started (the same clock in every process)
 CUTOFF = 2      # written by the parent: do not start tasks at this index or later
 PROGRESS_SLOTS = 3
+
+CANNOT_RECEIVE = 3  # exit code of a child that could not receive its chunk
 
 FLUSH_SECONDS = 0.002
 PARSE_CACHE_BYTES = 32 * 1024 * 1024
@@ -108,7 +112,12 @@ def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     progress[STARTED] = -1
     while True:
-        tasks = conn.recv()
+        try:
+            tasks = conn.recv()
+        except MemoryError:
+            # A chunk too big to receive under MEMORY_LIMIT_MB: die quietly
+            # before starting it; the parent splits the chunk to find the culprit.
+            os._exit(CANNOT_RECEIVE)
         if tasks is None:
             return
         _calculate_chunk(conn, progress, tasks, limits)
@@ -122,6 +131,11 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the pipe EOF still ends idle children
         pass
+    # A Calculator killed between the fork and the prctl sends no signal, and
+    # the pipe gives no EOF either (sibling children hold its other end).
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(0)
 
 
 def _calculate_chunk(conn: Connection, progress, tasks, limits) -> None:
@@ -130,16 +144,17 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits) -> None:
     for index, (task_id, expression, variables) in enumerate(tasks):
         if index >= progress[CUTOFF]:
             break
-        now = time.monotonic()
-        if results and now - last_flush >= FLUSH_SECONDS:
-            conn.send(("results", results))
-            results, last_flush = [], now
-        # Start time first, index second: a reader that sees the new index
-        # always sees this task's start time.
-        progress[STARTED_AT] = now
+        if results and time.monotonic() - last_flush >= FLUSH_SECONDS:
+            conn.send(("results", results))  # may block while the parent is busy
+            results, last_flush = [], time.monotonic()
+        # The clock is read only now, after any send: the task starts here.
+        # Start time first, index second; the parent reads them in the
+        # opposite order, so when it sees this index it sees this start time.
+        started = time.monotonic()
+        progress[STARTED_AT] = started
         progress[STARTED] = index
         result, error = calculate(expression, variables, limits)
         # The seconds it took go back too: the Calculator's evaluation histogram.
-        results.append((task_id, result, error, time.monotonic() - now))
+        results.append((task_id, result, error, time.monotonic() - started))
     progress[STARTED] = -1
     conn.send(("done", results))

@@ -12,7 +12,17 @@ lives (enforce_timeouts):
   (one runaway does not hold back the quick tasks claimed with it);
 - a child that dies on its own hands back the task it was running, to be
   released to the database queue with the attempt counted (MAX_ATTEMPTS
-  bounds a task that kills every process that tries it).
+  bounds a task that kills every process that tries it); the other tasks of
+  its chunk are innocent and go back to the local queue, their attempt not
+  counted;
+- a child that dies before starting any task of its chunk (say a task too
+  big for MEMORY_LIMIT_MB to even receive) gets the chunk once more; when it
+  dies before starting again, the chunk is halved, and so on until the
+  culprit is alone: only then is an attempt counted, against it alone;
+- while the Calculator's loop waits on a slow database statement, a guard
+  thread (timeout_guard.py) enforces CALCULATION_TIMEOUT (a little late) by
+  killing the runaway; the loop then finds the death and stores the timeout
+  error as usual.
 """
 
 from __future__ import annotations
@@ -27,9 +37,11 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from core.settings import CalculatorSettings
+from core.logs import format_ids
 from worker.metrics import METRICS
 from worker.evaluation import CUTOFF, PROGRESS_SLOTS, STARTED, STARTED_AT, run_child
 from worker.task_queue import Outcome, Task
+from worker.timeout_guard import TimeoutGuard
 
 log = logging.getLogger("calculator.evaluators")
 
@@ -63,6 +75,7 @@ class Evaluator:
         self.chunk: list[Task] = []
         self.unanswered: dict[int, Task] = {}
         self.busy = False
+        self.killed_by_guard = False  # SIGKILLed by the guard thread past the timeout
 
     def send(self, tasks: list[Task]) -> None:
         """Raises OSError if the child is gone (its tasks are then unanswered)."""
@@ -75,8 +88,10 @@ class Evaluator:
 
     def running(self) -> tuple[Task, float] | None:
         """The task being calculated and since when, if any."""
-        started_at = self.progress[STARTED_AT]
+        # Index first, start time second (the child writes them the other way
+        # round): the start time read is then never older than the index's task.
         index = int(self.progress[STARTED])
+        started_at = self.progress[STARTED_AT]
         if not self.busy or index < 0 or index >= len(self.chunk):
             return None
         return self.chunk[index], started_at
@@ -106,11 +121,21 @@ class EvaluatorPool:
         self.context = _context()
         self.queue: deque[Task] = deque()
         self.evaluators: list[Evaluator] = []
+        self.timeout = settings.calculation_timeout
         self.crashed: list[Task] = []  # tasks whose child died under them
+        # Outcomes decided here rather than by a child: a timeout found at a
+        # child's death, a task that could not be sent to a child.
+        self.finished: list[Outcome] = []
+        # Children that died before starting any task of a chunk, per task:
+        # how many times, and the largest chunk the task may go in now.
+        self.prestart_deaths: dict[int, int] = {}
+        self.chunk_limit: dict[int, int] = {}
         self._spawned = 0
+        self.guard = TimeoutGuard(self)
 
     def start(self) -> None:
         self.evaluators = [self._spawn() for _ in range(self.settings.num_processes)]
+        self.guard.start()
 
     def _spawn(self) -> Evaluator:
         self._spawned += 1
@@ -144,13 +169,36 @@ class EvaluatorPool:
     def dispatch(self) -> None:
         idle = [e for e in self.evaluators if not e.busy]
         while idle and self.queue:
-            size = min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle)))
-            chunk = [self.queue.popleft() for _ in range(size)]
+            chunk = self._next_chunk(min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle))))
             evaluator = idle.pop()
             try:
                 evaluator.send(chunk)
-            except OSError:  # it died since the last select: the chunk goes back
+            except OSError:  # it died, since the last select or while receiving
                 self._on_death(evaluator)
+            except Exception as error:  # the chunk cannot be pickled: nothing was sent
+                evaluator.busy, evaluator.chunk, evaluator.unanswered = False, [], {}
+                self._unsendable(chunk, error)
+
+    def _next_chunk(self, size: int) -> list[Task]:
+        """Up to size tasks from the queue, no more than any of them may go with."""
+        chunk: list[Task] = []
+        while self.queue and len(chunk) < size:
+            limit = self.chunk_limit.get(self.queue[0].id, CHUNK_MAX)
+            if chunk and len(chunk) >= limit:
+                break
+            chunk.append(self.queue.popleft())
+            size = min(size, limit)
+        return chunk
+
+    def _unsendable(self, chunk: list[Task], error: Exception) -> None:
+        if len(chunk) == 1:
+            log.error("cannot send task=%d to an evaluation process: %r", chunk[0].id, error)
+            self.finished.append(Outcome(chunk[0], None,
+                                         "the task cannot be sent to an evaluation process"))
+            return
+        for task in chunk:  # one at a time, to find the one that cannot go
+            self.chunk_limit[task.id] = 1
+        self.queue.extendleft(reversed(chunk))
 
     def connections(self) -> list[Connection]:
         return [e.conn for e in self.evaluators]
@@ -175,6 +223,7 @@ class EvaluatorPool:
             task = evaluator.unanswered.pop(task_id, None)
             if task is not None:  # else it was taken back meanwhile and sent elsewhere
                 outcomes.append(Outcome(task, result, error))
+                self._forget(task_id)
         if kind == "done":
             # Whatever is left was cut off before it started: back to the queue.
             self.queue.extendleft(reversed(list(evaluator.unanswered.values())))
@@ -185,13 +234,49 @@ class EvaluatorPool:
     def _on_death(self, evaluator: Evaluator) -> None:
         running = evaluator.running()
         culprit = running[0] if running and running[0].id in evaluator.unanswered else None
-        log.error("evaluation process died pid=%s exitcode=%s task=%s",
+        if culprit is not None and evaluator.killed_by_guard:
+            # Killed by the guard thread past the timeout: a timeout, not a crash.
+            # (Not any death late in a task: a child killed by someone else
+            # while this loop was held up is a crash like any other.)
+            self.finished.extend(self._kill_runaway(evaluator, self.timeout))
+            return
+        before_start = culprit is None and self._died_before_starting(evaluator)
+        log.error("evaluation process died pid=%s exitcode=%s task=%s%s",
                   evaluator.process.pid, evaluator.process.exitcode,
-                  culprit.id if culprit else None)
+                  culprit.id if culprit else None,
+                  f" before starting ids={format_ids(evaluator.unanswered)}" if before_start else "")
+        if before_start:
+            culprit = self._suspect(list(evaluator.unanswered.values()))
         METRICS.count("evaluation_processes_died")
         self._replace(evaluator, culprit)
         if culprit is not None:
             self.crashed.append(culprit)
+            self._forget(culprit.id)
+
+    @staticmethod
+    def _died_before_starting(evaluator: Evaluator) -> bool:
+        return (evaluator.busy and int(evaluator.progress[STARTED]) < 0
+                and bool(evaluator.unanswered) and len(evaluator.unanswered) == len(evaluator.chunk))
+
+    def _suspect(self, chunk: list[Task]) -> Task | None:
+        """A child died before starting chunk: the culprit, once it is alone
+        and has done so twice, else None (the chunk goes again, halved from
+        the second time on)."""
+        size = len(chunk)
+        for task in chunk:
+            deaths = self.prestart_deaths.get(task.id, 0) + 1
+            self.prestart_deaths[task.id] = deaths
+            if deaths >= 2:
+                if size == 1:
+                    return task
+                self.chunk_limit[task.id] = max(1, size // 2)
+            else:
+                self.chunk_limit[task.id] = size
+        return None
+
+    def _forget(self, task_id: int) -> None:
+        self.prestart_deaths.pop(task_id, None)
+        self.chunk_limit.pop(task_id, None)
 
     def _replace(self, evaluator: Evaluator, culprit: Task | None) -> None:
         """Kill (if alive) and replace a child; its innocent tasks are requeued."""
@@ -205,13 +290,19 @@ class EvaluatorPool:
 
     def enforce_timeouts(self, now: float) -> list[Outcome]:
         outcomes = []
-        timeout = self.settings.calculation_timeout
+        timeout = self.timeout
         for evaluator in list(self.evaluators):
             running = evaluator.running()
             if running is None:
                 continue
             task, started_at = running
             if now - started_at >= timeout:
+                if evaluator.process.exitcode is not None:
+                    # Dead already, not running: killed by someone else while
+                    # this loop was held up (a frozen Calculator). Read what it
+                    # sent; the end of its pipe then tells of its death.
+                    outcomes.extend(self.collect([evaluator.conn]))
+                    continue
                 outcomes.extend(self._kill_runaway(evaluator, timeout))
             elif now - started_at >= STALL_SECONDS:
                 index = evaluator.chunk.index(task)
@@ -235,6 +326,7 @@ class EvaluatorPool:
         METRICS.count("evaluation_timeouts")
         METRICS.evaluated(time.monotonic() - running[1])
         self._replace(evaluator, task)
+        self._forget(task.id)
         return [Outcome(task, None, f"calculation timed out after {_seconds(timeout)} s")]
 
     def next_deadline(self) -> float | None:
@@ -245,7 +337,7 @@ class EvaluatorPool:
             if running is None:
                 continue
             task, started_at = running
-            deadlines.append(started_at + self.settings.calculation_timeout)
+            deadlines.append(started_at + self.timeout)
             if evaluator.progress[CUTOFF] > evaluator.chunk.index(task) + 1:
                 deadlines.append(started_at + STALL_SECONDS)
         return min(deadlines, default=None)
@@ -261,6 +353,7 @@ class EvaluatorPool:
                 self.queue.extend(evaluator.take_back_unstarted(index))
 
     def stop(self) -> None:
+        self.guard.stop()
         for evaluator in self.evaluators:
             try:
                 evaluator.conn.send(None)

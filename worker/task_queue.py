@@ -14,6 +14,8 @@ from uuid import UUID
 import psycopg
 
 from core.database import load_query
+from core.settings import ExpressionLimits
+from worker.intake import MAX_VARIABLES_CHARS, checked_row, decode_variables
 
 TASKS_CHANNEL = "tasks_inserted"
 
@@ -24,6 +26,9 @@ class Task:
     expression: Any
     variables: Any
     lease_token: UUID
+    # Why this row cannot be calculated (it becomes its error outcome), found
+    # when the claimed row was read; None for a row to calculate.
+    problem: str | None = None
 
 
 @dataclass(eq=False)
@@ -34,28 +39,65 @@ class Outcome:
 
 
 def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
-                max_attempts: int) -> tuple[list[Task], list[int]]:
-    """Claim up to limit tasks; also returns the ids given up on (see the SQL)."""
+                max_attempts: int, limits: ExpressionLimits = ExpressionLimits(),
+                ) -> tuple[list[Task], list[int]]:
+    """Claim up to limit tasks; also returns the ids given up on (see the SQL).
+
+    Each row is decoded and checked on its own (worker/intake.py): a row that
+    cannot be calculated comes back as a Task with its problem set."""
     rows = conn.execute(
         load_query("claim_tasks"),
-        {"limit": limit, "lease_seconds": lease_seconds, "max_attempts": max_attempts},
+        {"limit": limit, "lease_seconds": lease_seconds, "max_attempts": max_attempts,
+         "max_expression_length": limits.max_expression_length,
+         "max_variables_chars": MAX_VARIABLES_CHARS},
         prepare=True,
     ).fetchall()
-    claimed = [Task(id, expression, variables, token)
-               for id, expression, variables, token, given_up in rows if not given_up]
-    given_up = [row[0] for row in rows if row[4]]
+    claimed = [_read_row(id, expression, length, variables, token, limits)
+               for id, expression, length, variables, token, given_up in rows if not given_up]
+    given_up = [row[0] for row in rows if row[5]]
     return claimed, given_up
+
+
+def _read_row(task_id, expression, length, variables_text, token, limits) -> Task:
+    variables, problem = decode_variables(variables_text)
+    if problem is None:
+        variables, problem = checked_row(expression, length, variables, limits)
+    return Task(task_id, expression, variables, token, problem)
 
 
 def store_results(conn: psycopg.Connection, outcomes: list[Outcome]) -> set[int]:
     """Store outcomes whose claim still holds; returns the ids stored."""
-    rows = conn.execute(load_query("store_results"), {
+    return store_outcomes(conn, outcomes)[0]
+
+
+def store_outcomes(conn: psycopg.Connection, outcomes: list[Outcome], *,
+                   skip_locked: bool = False) -> tuple[set[int], set[int]]:
+    """Store outcomes whose claim still holds: (ids stored, ids whose row
+    another session holds locked: still ours, to be stored later).
+
+    A locked row makes the plain store wait up to lock_timeout; then (or at
+    once with skip_locked, for outcomes known to be held back) the batch is
+    stored passing over locked rows."""
+    params = {
         "ids": [o.task.id for o in outcomes],
         "tokens": [o.task.lease_token for o in outcomes],
         "results": [o.result for o in outcomes],
         "errors": [o.error for o in outcomes],
-    }, prepare=True).fetchall()
-    return {row[0] for row in rows}
+    }
+    query = "store_results_skip_locked" if skip_locked else "store_results"
+    try:
+        rows = conn.execute(load_query(query), params, prepare=True).fetchall()
+    except psycopg.errors.LockNotAvailable:
+        if skip_locked:
+            raise  # a lock on the table, not on rows: a failed statement
+        return store_outcomes(conn, outcomes, skip_locked=True)
+    stored = {row[0] for row in rows}
+    missed = [o.task for o in outcomes if o.task.id not in stored]
+    if not (missed and skip_locked):  # without skip_locked, nothing was passed over
+        return stored, set()
+    rows = conn.execute(load_query("still_claimed"), {
+        "ids": [t.id for t in missed], "tokens": [t.lease_token for t in missed]}).fetchall()
+    return stored, {row[0] for row in rows}
 
 
 def extend_leases(conn: psycopg.Connection, tasks: Iterable[Task], lease_seconds: float) -> None:

@@ -7,6 +7,12 @@
 -- A task already claimed %(max_attempts)s times without an outcome has killed
 -- every process that tried it; it is finished here with an error instead of
 -- being handed out again; it is returned with given_up = true.
+--
+-- What a row asks is returned so that one bad row cannot hurt the Calculator:
+-- the expression cut at %(max_expression_length)s + 1 characters, with its
+-- real length, and the variables as JSON text cut at %(max_variables_chars)s + 1
+-- characters, which the Calculator decodes and checks row by row (a row it
+-- cannot read becomes that row's error outcome).
 WITH candidates AS (
     SELECT id, attempts
     FROM tasks
@@ -18,7 +24,8 @@ WITH candidates AS (
 given_up AS (
     UPDATE tasks t
     SET status = 'error',
-        error = format('gave up after %%s attempts: the evaluation process died every time', t.attempts),
+        error = format('gave up after %%s attempts: each claim ended without an outcome '
+                       '(the evaluation process, or the Calculator, died)', t.attempts),
         finished_at = clock_timestamp()
     FROM candidates c
     WHERE t.id = c.id AND c.attempts >= %(max_attempts)s
@@ -33,7 +40,9 @@ claimed AS (
     WHERE t.id = c.id AND c.attempts < %(max_attempts)s
     RETURNING t.id, t.expression, t.variables, t.lease_token
 )
-SELECT id, expression, variables, lease_token, false AS given_up FROM claimed
+SELECT id, left(expression, %(max_expression_length)s::integer + 1), length(expression),
+       left(variables::text, %(max_variables_chars)s::integer + 1), lease_token, false AS given_up
+FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, true FROM given_up
+SELECT id, NULL, NULL, NULL, NULL, true FROM given_up
 ORDER BY id

@@ -2,13 +2,24 @@
 -- the Calculators: the tasks are claimable by anyone, right away.
 -- %(refund)s is 1 when the claim should not count as an attempt (a clean
 -- shutdown), 0 when it should (the evaluation process died on it).
-WITH released AS (
+--
+-- A row another session holds locked is skipped, not waited for: its lease
+-- simply runs out instead.
+WITH mine AS (
+    SELECT t.id
+    FROM tasks t
+    JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS held(id, lease_token)
+      ON t.id = held.id AND t.lease_token = held.lease_token
+    WHERE t.status = 'pending'
+    FOR UPDATE OF t SKIP LOCKED
+),
+released AS (
     UPDATE tasks t
     SET process_at = now(),
         lease_token = NULL,
         attempts = greatest(t.attempts - %(refund)s, 0)
-    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS held(id, lease_token)
-    WHERE t.id = held.id AND t.lease_token = held.lease_token AND t.status = 'pending'
+    FROM mine
+    WHERE t.id = mine.id
     RETURNING t.id
 ),
 wake AS (

@@ -6,6 +6,11 @@
 -- stored outcome the only one, ever. The ids actually stored are returned,
 -- so the caller can log the stale ones.
 --
+-- A row another session holds locked makes this statement wait, up to the
+-- session's lock_timeout (LOCK_TIMEOUT); then the caller stores the batch with
+-- store_results_skip_locked.sql, which passes over locked rows. (Locking every
+-- row first with SKIP LOCKED, always, costs a quarter of the throughput.)
+--
 -- The ids stored are announced on the results_stored channel, for API
 -- processes with clients waiting on a result (GET /api/result/<id>?wait=).
 -- A payload is limited to 8000 bytes: a batch too large to list says '*',
