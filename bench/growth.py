@@ -1,0 +1,158 @@
+"""Growth: do costs grow with the history kept in `tasks`?
+
+    python -m bench.growth                          # 0 / 1M / 5M finished rows
+    BENCH_GROWTH_LEVELS=0,1000000,5000000,10000000 python -m bench.growth
+
+At each level the table is grown to that many finished rows (bulk-inserted,
+then VACUUM ANALYZE and CHECKPOINT, as a table that has run for a while
+would be), then measured:
+
+- GET /api/stats through the app (median and max of BENCH_STATS_CALLS calls);
+- one Calculator (NUM_PROCESSES=2) draining BENCH_TASKS new tasks, in tasks/s
+  from the first insert to the last result (database timestamps), with what
+  PostgreSQL did meanwhile (HOT updates, buffer reads, autovacuums,
+  checkpoints);
+- the table's size.
+
+Everything runs in one invocation on one database, so the ratio to the
+empty table holds on a noisy machine. Figures go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from bench.common import JOB, database, reset, start_calculator, wait_drained
+from bench.throughput import INSERT_SAME
+
+LEVELS = [int(x) for x in os.environ.get("BENCH_GROWTH_LEVELS", "0,1000000,5000000").split(",")]
+RUNS = int(os.environ.get("BENCH_RUNS", "2"))
+TASKS = int(os.environ.get("BENCH_TASKS", "20000"))
+STATS_CALLS = int(os.environ.get("BENCH_STATS_CALLS", "20"))
+CHUNK = 500_000
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Finished a day ago: inside the default retention, so nothing is purged.
+INSERT_FINISHED = """
+    INSERT INTO tasks (expression, variables, created_at, status, process_at, attempts,
+                       lease_token, result, finished_at)
+    SELECT %s, jsonb_build_object('x', 10 + g %% 7, 't', 11, 'y', 1),
+           now() - interval '1 day', 'done', now() - interval '1 day', 1,
+           gen_random_uuid(), '120'::jsonb, now() - interval '1 day' + g * interval '1 microsecond'
+    FROM generate_series(1, %s) g
+"""
+
+ACTIVITY = """
+    SELECT n_tup_upd, n_tup_hot_upd, autovacuum_count, autoanalyze_count,
+           (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
+           (SELECT sum(heap_blks_read + coalesce(idx_blks_read, 0)) FROM pg_statio_user_tables
+             WHERE relname = 'tasks')
+    FROM pg_stat_user_tables WHERE relname = 'tasks'
+"""
+ACTIVITY_NAMES = ["updates", "hot_updates", "autovacuums", "autoanalyzes", "checkpoints", "blocks_read"]
+
+
+def finished_rows(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM tasks WHERE status <> 'pending'").fetchone()[0]
+
+
+def grow_to(conn: psycopg.Connection, rows: int) -> float:
+    started = time.perf_counter()
+    have = finished_rows(conn)
+    while have < rows:
+        batch = min(CHUNK, rows - have)
+        conn.execute(INSERT_FINISHED, (JOB, batch))
+        have += batch
+    conn.execute("VACUUM ANALYZE tasks")
+    conn.execute("CHECKPOINT")
+    return time.perf_counter() - started
+
+
+def activity(conn: psycopg.Connection) -> dict:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    return dict(zip(ACTIVITY_NAMES, conn.execute(ACTIVITY).fetchone()))
+
+
+def drain(url: str, conn: psycopg.Connection) -> dict:
+    first_new = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM tasks").fetchone()[0]
+    calc = start_calculator(url, num_processes=2)
+    try:
+        time.sleep(0.5)  # stats are flushed at most every 0.5 s
+        before = activity(conn)
+        conn.execute(INSERT_SAME, (JOB, TASKS))
+        wait_drained(conn)
+    finally:
+        calc.stop()
+    time.sleep(1.0)
+    after = activity(conn)
+    first, last, bad = conn.execute(
+        "SELECT min(created_at), max(finished_at), count(*) FILTER (WHERE status <> 'done') "
+        "FROM tasks WHERE id >= %s", (first_new,)).fetchone()
+    assert bad == 0, f"{bad} tasks did not finish as done"
+    rate = TASKS / (last - first).total_seconds()
+    return {"rate": rate, **{k: (after[k] or 0) - (before[k] or 0) for k in ACTIVITY_NAMES}}
+
+
+def stats_latency(client) -> dict:
+    times = []
+    for _ in range(STATS_CALLS):
+        started = time.perf_counter()
+        response = client.get("/api/stats")
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.get_json()
+    return {"median_ms": statistics.median(times), "max_ms": max(times), "body": response.get_json()}
+
+
+def main() -> int:
+    from api import create_app
+    figures: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "tasks": TASKS, "runs": RUNS,
+                     "levels": []}
+    with database() as (url, _cluster):
+        app = create_app({"DATABASE_URL": url})
+        client = app.test_client()
+        with psycopg.connect(url, autocommit=True) as conn:
+            reset(conn)
+            for level in LEVELS:
+                grow_seconds = grow_to(conn, level)
+                size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('tasks'))").fetchone()[0]
+                print(f"{level:,} finished rows ({size}, grown in {grow_seconds:.0f} s)", flush=True)
+                stats = stats_latency(client)
+                print(f"  GET /api/stats median {stats['median_ms']:.1f} ms, max {stats['max_ms']:.1f} ms",
+                      flush=True)
+                drains = []
+                for run in range(RUNS):
+                    drains.append(drain(url, conn))
+                    print(f"  drain run {run + 1}/{RUNS}: " + json.dumps(drains[-1], default=float),
+                          flush=True)
+                figures["levels"].append({"finished_rows": level, "size": size, "stats": stats,
+                                          "drains": drains})
+        app.extensions["result_waiter"].close()
+        app.extensions["pool"].close()
+    report(figures)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / time.strftime("growth-%Y%m%d-%H%M%S.json")
+    path.write_text(json.dumps(figures, indent=2, default=str))
+    print(f"\nfigures written to {path}")
+    return 0
+
+
+def report(figures: dict) -> None:
+    base = statistics.median(d["rate"] for d in figures["levels"][0]["drains"])
+    print("\nfinished rows | table size | GET /api/stats median (max) | drain tasks/s (runs) | vs first")
+    for level in figures["levels"]:
+        rates = [d["rate"] for d in level["drains"]]
+        rate = statistics.median(rates)
+        print(f"{level['finished_rows']:,} | {level['size']} | {level['stats']['median_ms']:.1f} ms "
+              f"({level['stats']['max_ms']:.1f}) | {rate:,.0f} ({', '.join(f'{r:,.0f}' for r in rates)}) "
+              f"| {rate / base:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
