@@ -36,6 +36,27 @@ def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[
     return raw
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds, from "90", "90s", "15m", "12h" or "7d"."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], None)
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):  # also refuses nan
+        raise SettingsError(f"{name} must be a duration such as 3600, 90s, 15m, 12h or 7d "
+                            f"(0 for none), got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ExpressionLimits:
     """What the API accepts, and what the Calculator accepts from psql."""
@@ -66,6 +87,8 @@ class CalculatorSettings:
     # second of them, and those tasks are simply calculated again (outcomes
     # are deterministic). "on" for strict durability.
     synchronous_commit: str = "off"
+    # Finished tasks older than this many seconds are deleted (0: kept forever).
+    result_retention: float = 7 * 86400.0
     limits: ExpressionLimits = ExpressionLimits()
 
     @classmethod
@@ -80,6 +103,7 @@ class CalculatorSettings:
             memory_limit_mb=_number(environ, "MEMORY_LIMIT_MB", cls.memory_limit_mb, minimum=0),
             synchronous_commit=_choice(environ, "SYNCHRONOUS_COMMIT", cls.synchronous_commit,
                                        ("on", "off", "local", "remote_write", "remote_apply")),
+            result_retention=_duration(environ, "RESULT_RETENTION", cls.result_retention),
             limits=ExpressionLimits.from_env(environ),
         )
         return settings

@@ -31,8 +31,10 @@ from core.database import connect, error_summary
 from core.logs import format_ids
 from core.migrations import check_schema
 from core.settings import CalculatorSettings
+from worker.cancellation import CHANNEL as CANCELLED_CHANNEL, Cancellation
 from worker.evaluators import EvaluatorPool
 from worker.registry import HEARTBEAT_SECONDS, Registration
+from worker.retention import Retention
 from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend_leases,
                                release_tasks, store_results)
 
@@ -49,6 +51,8 @@ class Calculator:
         self.url = url
         self.pool = EvaluatorPool(settings)
         self.registration = Registration(settings)
+        self.retention = Retention(settings)
+        self.cancellation = Cancellation()
         self.next_heartbeat = 0.0
         self.listen_conn: psycopg.Connection | None = None
         self.work_conn: psycopg.Connection | None = None
@@ -130,6 +134,7 @@ class Calculator:
 
     def _database_work(self) -> None:
         conn = self.work_conn
+        self.unstored = self.cancellation.check(conn, self.pool, self.unstored)
         if self.unstored:
             outcomes, self.unstored = self.unstored, []
             try:
@@ -154,6 +159,7 @@ class Calculator:
             self.next_lease_extension = now + self.settings.lease_seconds / 3
         if not self.stopping:
             self._maybe_claim(conn, now)
+            self.retention.maybe_run(conn, now)
 
     def _store(self, conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
         stored = store_results(conn, outcomes)
@@ -193,7 +199,9 @@ class Calculator:
             os.read(self._wake_read, 512)
         if self.listen_conn is not None and self.listen_conn in ready:
             try:
-                if list(self.listen_conn.notifies(timeout=0)):
+                notifications = list(self.listen_conn.notifies(timeout=0))
+                self.cancellation.note(notifications)
+                if any(n.channel == TASKS_CHANNEL for n in notifications):
                     self.work_expected = True
             except psycopg.OperationalError as error:
                 self._lost_connection(error)
@@ -215,6 +223,10 @@ class Calculator:
             wake_at.append(self.next_reconnect)
         else:
             wake_at.append(self.next_poll)
+            wake_at.append(self.retention.next_at)
+            cancellation_check = self.cancellation.next_check(self.pool)
+            if cancellation_check is not None:
+                wake_at.append(cancellation_check)
         deadline = self.pool.next_deadline()
         if deadline is not None:
             wake_at.append(deadline)
@@ -228,6 +240,7 @@ class Calculator:
                                (self.settings.synchronous_commit,))
         self.listen_conn = connect(self.url, application_name="calculator-listen")
         self.listen_conn.execute(f"LISTEN {TASKS_CHANNEL}")
+        self.listen_conn.execute(f"LISTEN {CANCELLED_CHANNEL}")
         # Anything inserted while we were not listening is found by one poll.
         self.work_expected = True
         self.next_heartbeat = 0.0
