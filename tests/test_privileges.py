@@ -18,6 +18,11 @@ API_MAY_NOT = [
     "TRUNCATE tasks",
     "INSERT INTO tasks (expression, status, error, finished_at) VALUES ('1', 'error', 'forged', now())",
     "DROP TABLE tasks",
+    "SELECT tasks_maintenance(interval '1 second', 10)",
+    "SELECT recount_tasks()",
+    "UPDATE task_retention SET purged_through = 99",
+    "DELETE FROM task_counts",
+    "UPDATE tasks SET status = 'cancelled', finished_at = now()",
 ]
 WORKER_MAY_NOT = [
     "INSERT INTO tasks (expression) VALUES ('1')",
@@ -25,6 +30,10 @@ WORKER_MAY_NOT = [
     "UPDATE tasks SET variables = '{\"x\": 1}'",
     "DELETE FROM tasks",
     "DROP TABLE tasks",
+    "SELECT * FROM cancel_tasks('{1}')",
+    "SELECT recount_tasks()",
+    "UPDATE task_retention SET purged_through = 99",
+    "INSERT INTO task_counts VALUES (now(), 'done', 0, 1000)",
 ]
 
 
@@ -42,3 +51,22 @@ def test_the_api_role_can_submit_and_read(db, api_url):
         task_id = conn.execute("INSERT INTO tasks (expression, variables) VALUES ('2', '{}') "
                                "RETURNING id").fetchone()[0]
         assert conn.execute("SELECT status FROM tasks WHERE id = %s", (task_id,)).fetchone() == ("pending",)
+
+
+def test_the_api_role_can_cancel_and_read_the_counters_and_retention(db, api_url):
+    task_id = insert(db, "1+1")
+    with psycopg.connect(api_url, autocommit=True) as conn:
+        assert conn.execute("SELECT status FROM cancel_tasks(%s)", ([task_id],)).fetchone() == ("cancelled",)
+        assert conn.execute("SELECT sum(n) FROM task_counts WHERE status = 'cancelled'").fetchone() == (1,)
+        assert conn.execute("SELECT status FROM task_outcomes(%s)", ([task_id],)).fetchone() == ("cancelled",)
+        conn.execute("SELECT purged_through FROM task_retention").fetchone()
+
+
+def test_the_worker_role_can_delete_old_finished_tasks_only_through_the_maintenance(db, worker_url):
+    old, pending = insert(db, "1"), insert(db, "2")
+    db.execute("UPDATE tasks SET status = 'done', result = '1', finished_at = now() - interval '2 days' "
+               "WHERE id = %s", (old,))
+    db.execute("UPDATE tasks SET created_at = now() - interval '9 days' WHERE id = %s", (pending,))
+    with psycopg.connect(worker_url, autocommit=True) as conn:
+        assert conn.execute("SELECT tasks_maintenance(interval '1 day', 10)").fetchone() == (1,)
+    assert [row[0] for row in db.execute("SELECT id FROM tasks")] == [pending]
