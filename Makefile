@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test run migrate bench bench-peers chaos compose-smoke clean
+.PHONY: help venv test run migrate bench bench-growth bench-steady bench-peers chaos compose-smoke clean
 
 help:
 	@echo "make run      start PostgreSQL (throwaway), migrations, API on :\$${PORT:-5000}, Calculators"
@@ -12,6 +12,7 @@ help:
 	@echo "make migrate  apply migrations to DATABASE_URL"
 	@echo "make chaos    the long chaos run (5,000 expressions under faults)"
 	@echo "make bench    run the benchmarks (see BENCHMARKS.md); make bench-peers for PgQueuer/procrastinate"
+	@echo "make bench-growth / bench-steady  costs with 0/1M/5M finished rows; table size under load with a short retention"
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
 
 $(STAMP): requirements.txt requirements-test.txt
@@ -41,6 +42,12 @@ chaos: venv
 
 bench: venv
 	$(PY) -m bench.run
+
+bench-growth: venv
+	$(PY) -m bench.growth
+
+bench-steady: venv
+	$(PY) -m bench.steady
 
 PEERS_VENV := bench/.venv-peers
 bench-peers:

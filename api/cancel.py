@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, jsonify
 
 from api.db import connection
 from api.errors import BadRequest
-from api.expressions import MAX_BIGINT, missing, parse_expression_id
+from api.expressions import MAX_BIGINT, SELECT_RETENTION, expired_message, missing, parse_expression_id
 from api.request_body import json_object
 from core.expression import json_type
 
@@ -52,15 +52,17 @@ def cancel_many():
             raise BadRequest(f"an id must be a positive integer, not {str(value)[:40]!r}")
     with connection() as conn:
         rows = conn.execute(CANCEL, (ids,)).fetchall()
-    return jsonify({"results": [_entry(*row) for row in rows]})
+        kept_for = (conn.execute(SELECT_RETENTION).fetchone()[1]
+                    if any(row[1] == "expired" for row in rows) else None)
+    return jsonify({"results": [_entry(*row, kept_for) for row in rows]})
 
 
-def _entry(task_id: int, status: str, cancelled_now: bool) -> dict:
+def _entry(task_id: int, status: str, cancelled_now: bool, kept_for) -> dict:
     entry = {"expression_id": task_id, "status": status, "cancelled": status == "cancelled"}
     if status in ("done", "error"):
         entry["msg"] = f"already finished ({status}): not cancelled"
     elif status == "expired":
-        entry["msg"] = f"expression {task_id} expired"
+        entry["msg"] = expired_message(task_id, kept_for)
     elif status == "unknown":
         entry["msg"] = f"no expression with id {task_id}"
     return entry

@@ -1,6 +1,6 @@
 """Growth: do costs grow with the history kept in `tasks`?
 
-    python -m bench.growth                          # 0 / 1M / 5M finished rows
+    make bench-growth                               # = python -m bench.growth: 0 / 1M / 5M finished rows
     BENCH_GROWTH_LEVELS=0,1000000,5000000,10000000 python -m bench.growth
 
 At each level the table is grown to that many finished rows (bulk-inserted,
@@ -63,6 +63,10 @@ def finished_rows(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM tasks WHERE status <> 'pending'").fetchone()[0]
 
 
+def has_counters(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regprocedure('recount_tasks()') IS NOT NULL").fetchone()[0]
+
+
 def grow_to(conn: psycopg.Connection, rows: int) -> float:
     started = time.perf_counter()
     have = finished_rows(conn)
@@ -70,6 +74,8 @@ def grow_to(conn: psycopg.Connection, rows: int) -> float:
         batch = min(CHUNK, rows - have)
         conn.execute(INSERT_FINISHED, (JOB, batch))
         have += batch
+    if has_counters(conn):
+        conn.execute("SELECT recount_tasks()")  # bulk-inserted finished rows are not counted by the triggers
     conn.execute("VACUUM ANALYZE tasks")
     conn.execute("CHECKPOINT")
     return time.perf_counter() - started
@@ -80,16 +86,17 @@ def activity(conn: psycopg.Connection) -> dict:
     return dict(zip(ACTIVITY_NAMES, conn.execute(ACTIVITY).fetchone()))
 
 
-def drain(url: str, conn: psycopg.Connection) -> dict:
+def drain(url: str, conn: psycopg.Connection, calculators: int = 1) -> dict:
     first_new = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM tasks").fetchone()[0]
-    calc = start_calculator(url, num_processes=2)
+    running = [start_calculator(url, num_processes=2) for _ in range(calculators)]
     try:
         time.sleep(0.5)  # stats are flushed at most every 0.5 s
         before = activity(conn)
         conn.execute(INSERT_SAME, (JOB, TASKS))
         wait_drained(conn)
     finally:
-        calc.stop()
+        for calc in running:
+            calc.stop()
     time.sleep(1.0)
     after = activity(conn)
     first, last, bad = conn.execute(
@@ -98,6 +105,24 @@ def drain(url: str, conn: psycopg.Connection) -> dict:
     assert bad == 0, f"{bad} tasks did not finish as done"
     rate = TASKS / (last - first).total_seconds()
     return {"rate": rate, **{k: (after[k] or 0) - (before[k] or 0) for k in ACTIVITY_NAMES}}
+
+
+def counters_cost(url: str, conn: psycopg.Connection) -> dict:
+    """The outcome counters' trigger on and off, 1 and 2 Calculators, interleaved."""
+    figures: dict = {}
+    for run in range(RUNS):
+        for calculators in (1, 2):
+            for trigger in ("on", "off"):
+                if trigger == "off":
+                    conn.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_count_updates")
+                try:
+                    rate = drain(url, conn, calculators)["rate"]
+                finally:
+                    conn.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_count_updates")
+                key = f"{calculators}_calculator{'s' if calculators > 1 else ''}_counters_{trigger}"
+                figures.setdefault(key, []).append(rate)
+                print(f"  {key} run {run + 1}/{RUNS}: {rate:,.0f}", flush=True)
+    return figures
 
 
 def stats_latency(client) -> dict:
@@ -133,6 +158,8 @@ def main() -> int:
                           flush=True)
                 figures["levels"].append({"finished_rows": level, "size": size, "stats": stats,
                                           "drains": drains})
+                if level == LEVELS[0] and os.environ.get("BENCH_COUNTERS", "1") == "1":
+                    figures["counters"] = counters_cost(url, conn)
         app.extensions["result_waiter"].close()
         app.extensions["pool"].close()
     report(figures)
@@ -152,6 +179,10 @@ def report(figures: dict) -> None:
         print(f"{level['finished_rows']:,} | {level['size']} | {level['stats']['median_ms']:.1f} ms "
               f"({level['stats']['max_ms']:.1f}) | {rate:,.0f} ({', '.join(f'{r:,.0f}' for r in rates)}) "
               f"| {rate / base:.2f}x")
+    if "counters" in figures:
+        print("\ncounters trigger | median tasks/s (runs)")
+        for key, rates in figures["counters"].items():
+            print(f"{key} | {statistics.median(rates):,.0f} ({', '.join(f'{r:,.0f}' for r in rates)})")
 
 
 if __name__ == "__main__":

@@ -67,15 +67,19 @@ def test_cancelling_a_finished_an_unknown_or_an_expired_task(client, db):
 
 
 def test_bulk_cancel_by_ids(client, db):
+    expired = finished(db, "2 days")
+    db.execute(MAINTAIN, ("1 day", 100))
     pending = [insert(db, "1"), insert(db, "2")]
     done = finished(db, "1 minute")
-    response = client.post("/api/results/cancel", json={"ids": [pending[1], done, 999, pending[0]]})
+    response = client.post("/api/results/cancel", json={"ids": [pending[1], done, 999, expired, pending[0]]})
     assert response.status_code == 200
     assert response.json == {"results": [
         {"expression_id": pending[1], "status": "cancelled", "cancelled": True},
         {"expression_id": done, "status": "done", "cancelled": False,
          "msg": "already finished (done): not cancelled"},
         {"expression_id": 999, "status": "unknown", "cancelled": False, "msg": "no expression with id 999"},
+        {"expression_id": expired, "status": "expired", "cancelled": False,
+         "msg": f"expression {expired} expired: results are kept for 1 day"},
         {"expression_id": pending[0], "status": "cancelled", "cancelled": True},
     ]}
     for body, msg in [({"ids": []}, "'ids' must hold 1 to 1000 ids, not 0"),
