@@ -163,3 +163,20 @@ def test_a_store_reads_only_its_own_rows_whatever_the_planner_believes(db, datab
 def _index_tuples_read(conn) -> int:
     return conn.execute("SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
                         "WHERE indrelid = 'tasks'::regclass").fetchone()[0]
+
+
+def test_the_counters_follow_every_way_a_task_finishes(client, db, worker_url):
+    """Stored outcomes, a claim that gives up (a second UPDATE in the claim's
+    statement), a cancel, a delete by hand."""
+    from worker.task_queue import claim_tasks, store_results, Outcome
+    ids = [insert(db, "1") for _ in range(4)]
+    db.execute("UPDATE tasks SET attempts = 5 WHERE id = %s", (ids[0],))
+    db.execute("SELECT cancel_tasks(%s)", ([ids[1]],))
+    with psycopg.connect(worker_url, autocommit=True) as worker:
+        tasks, given_up = claim_tasks(worker, 10, 30, 5)
+        assert given_up == [ids[0]]
+        store_results(worker, [Outcome(tasks[0], "1", None), Outcome(tasks[1], None, "boom")])
+    assert client.get("/api/stats").json["outcomes"] == {"done": 1, "error": 2, "cancelled": 1}
+    db.execute("DELETE FROM tasks WHERE id = %s", (ids[1],))
+    assert client.get("/api/stats").json["outcomes"] == {"done": 1, "error": 2, "cancelled": 0}
+    assert client.get("/api/stats").json["results_per_second_last_minute"] == pytest.approx(3 / 60)
