@@ -3,9 +3,9 @@
     make bench-growth                               # = python -m bench.growth: 0 / 1M / 5M finished rows
     BENCH_GROWTH_LEVELS=0,1000000,5000000,10000000 python -m bench.growth
 
-At each level the table is grown to that many finished rows (bulk-inserted,
-then VACUUM ANALYZE and CHECKPOINT, as a table that has run for a while
-would be), then measured:
+Each level is a database of its own on one server, grown to that many
+finished rows (bulk-inserted, then VACUUM ANALYZE and CHECKPOINT, as a table
+that has run for a while would be), then measured:
 
 - GET /api/stats through the app (median and max of BENCH_STATS_CALLS calls);
 - one Calculator (NUM_PROCESSES=2) draining BENCH_TASKS new tasks, in tasks/s
@@ -14,8 +14,10 @@ would be), then measured:
   checkpoints);
 - the table's size.
 
-Everything runs in one invocation on one database, so the ratio to the
-empty table holds on a noisy machine. Figures go to bench/results/.
+The drains run in rounds, each level once per round, and each level's rate
+is compared with the first level's in the same round, so the ratio holds on
+a noisy machine. Then the outcome counters' trigger is measured on and off
+(BENCH_COUNTERS=0 skips that). Figures go to bench/results/.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from bench.common import JOB, database, reset, start_calculator, wait_drained
+from core.migrations import apply_migrations
 from bench.throughput import INSERT_SAME
 
 LEVELS = [int(x) for x in os.environ.get("BENCH_GROWTH_LEVELS", "0,1000000,5000000").split(",")]
-RUNS = int(os.environ.get("BENCH_RUNS", "2"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 TASKS = int(os.environ.get("BENCH_TASKS", "20000"))
 STATS_CALLS = int(os.environ.get("BENCH_STATS_CALLS", "20"))
 CHUNK = 500_000
@@ -135,33 +139,48 @@ def stats_latency(client) -> dict:
     return {"median_ms": statistics.median(times), "max_ms": max(times), "body": response.get_json()}
 
 
+def level_database(server_url: str, level: int) -> str:
+    """A database of its own for one level, migrated, grown to `level` finished rows."""
+    name = f"growth_{level}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_conninfo(server_url, dbname=name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_migrations(conn)
+        reset(conn)
+        seconds = grow_to(conn, level)
+    print(f"{level:,} finished rows grown in {seconds:.0f} s", flush=True)
+    return url
+
+
 def main() -> int:
     from api import create_app
     figures: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "tasks": TASKS, "runs": RUNS,
                      "levels": []}
-    with database() as (url, _cluster):
-        app = create_app({"DATABASE_URL": url})
-        client = app.test_client()
-        with psycopg.connect(url, autocommit=True) as conn:
-            reset(conn)
-            for level in LEVELS:
-                grow_seconds = grow_to(conn, level)
+    with database() as (server_url, _cluster):
+        urls = {level: level_database(server_url, level) for level in LEVELS}
+        for level, url in urls.items():
+            app = create_app({"DATABASE_URL": url})
+            stats = stats_latency(app.test_client())
+            app.extensions["result_waiter"].close()
+            app.extensions["pool"].close()
+            with psycopg.connect(url, autocommit=True) as conn:
                 size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('tasks'))").fetchone()[0]
-                print(f"{level:,} finished rows ({size}, grown in {grow_seconds:.0f} s)", flush=True)
-                stats = stats_latency(client)
-                print(f"  GET /api/stats median {stats['median_ms']:.1f} ms, max {stats['max_ms']:.1f} ms",
-                      flush=True)
-                drains = []
-                for run in range(RUNS):
-                    drains.append(drain(url, conn))
-                    print(f"  drain run {run + 1}/{RUNS}: " + json.dumps(drains[-1], default=float),
-                          flush=True)
-                figures["levels"].append({"finished_rows": level, "size": size, "stats": stats,
-                                          "drains": drains})
-                if level == LEVELS[0] and os.environ.get("BENCH_COUNTERS", "1") == "1":
-                    figures["counters"] = counters_cost(url, conn)
-        app.extensions["result_waiter"].close()
-        app.extensions["pool"].close()
+            print(f"{level:,} finished rows ({size}): GET /api/stats median {stats['median_ms']:.1f} ms, "
+                  f"max {stats['max_ms']:.1f} ms", flush=True)
+            figures["levels"].append({"finished_rows": level, "size": size, "stats": stats, "drains": []})
+        # Round after round, every level once per round: the machine's noise
+        # falls on all levels alike.
+        for run in range(RUNS):
+            for entry in figures["levels"]:
+                with psycopg.connect(urls[entry["finished_rows"]], autocommit=True) as conn:
+                    entry["drains"].append(drain(urls[entry["finished_rows"]], conn))
+                print(f"  round {run + 1}/{RUNS}, {entry['finished_rows']:,} rows: "
+                      + json.dumps(entry["drains"][-1], default=float), flush=True)
+        if os.environ.get("BENCH_COUNTERS", "1") == "1":
+            with psycopg.connect(urls[LEVELS[0]], autocommit=True) as conn:
+                figures["counters"] = counters_cost(urls[LEVELS[0]], conn)
     report(figures)
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / time.strftime("growth-%Y%m%d-%H%M%S.json")
@@ -171,14 +190,16 @@ def main() -> int:
 
 
 def report(figures: dict) -> None:
-    base = statistics.median(d["rate"] for d in figures["levels"][0]["drains"])
-    print("\nfinished rows | table size | GET /api/stats median (max) | drain tasks/s (runs) | vs first")
+    base = [d["rate"] for d in figures["levels"][0]["drains"]]
+    print("\nfinished rows | table size | GET /api/stats median (max) | drain tasks/s median (runs) "
+          "| vs first level, same round: median (each round)")
     for level in figures["levels"]:
         rates = [d["rate"] for d in level["drains"]]
-        rate = statistics.median(rates)
+        ratios = [r / b for r, b in zip(rates, base)]
         print(f"{level['finished_rows']:,} | {level['size']} | {level['stats']['median_ms']:.1f} ms "
-              f"({level['stats']['max_ms']:.1f}) | {rate:,.0f} ({', '.join(f'{r:,.0f}' for r in rates)}) "
-              f"| {rate / base:.2f}x")
+              f"({level['stats']['max_ms']:.1f}) | {statistics.median(rates):,.0f} "
+              f"({', '.join(f'{r:,.0f}' for r in rates)}) | {statistics.median(ratios):.2f}x "
+              f"({', '.join(f'{r:.2f}' for r in ratios)})")
     if "counters" in figures:
         print("\ncounters trigger | median tasks/s (runs)")
         for key, rates in figures["counters"].items():
