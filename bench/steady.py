@@ -25,6 +25,8 @@ from bench.common import JOB, database, reset, start_calculator
 RATE = int(os.environ.get("BENCH_RATE", "2000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "180"))
 RETENTION = os.environ.get("BENCH_RETENTION", "10s")
+# e.g. "autovacuum_vacuum_scale_factor=0,autovacuum_vacuum_threshold=10000" to try table settings
+TABLE_SETTINGS = os.environ.get("BENCH_TABLE_SETTINGS", "")
 SAMPLE_SECONDS = 15.0
 TICKS_PER_SECOND = 10
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -45,6 +47,8 @@ def main() -> int:
     with database() as (url, _cluster):
         with psycopg.connect(url, autocommit=True) as conn:
             reset(conn)
+            if TABLE_SETTINGS:
+                conn.execute(f"ALTER TABLE tasks SET ({TABLE_SETTINGS})")
             calc = start_calculator(url, num_processes=2, result_retention=RETENTION)
             try:
                 started = time.monotonic()
@@ -66,6 +70,7 @@ def main() -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / time.strftime("steady-%Y%m%d-%H%M%S.json")
     path.write_text(json.dumps({"rate": RATE, "seconds": SECONDS, "retention": RETENTION,
+                                "table_settings": TABLE_SETTINGS,
                                 "samples": samples}, indent=2))
     print(f"\nfigures written to {path}")
     return 0

@@ -227,4 +227,4 @@ REVOKE ALL ON FUNCTION tasks_maintenance(interval, integer), cancel_tasks(bigint
                        recount_tasks() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tasks_maintenance(interval, integer) TO calculator_worker;
 GRANT EXECUTE ON FUNCTION cancel_tasks(bigint[]) TO calculator_api;
-GRANT SELECT ON task_counts, task_retention TO calculator_api, calculator_worker;
+GRANT SELECT ON task_counts, task_retention TO calculator_api;

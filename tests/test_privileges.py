@@ -34,6 +34,7 @@ WORKER_MAY_NOT = [
     "SELECT recount_tasks()",
     "UPDATE task_retention SET purged_through = 99",
     "INSERT INTO task_counts VALUES (now(), 'done', 0, 1000)",
+    "SELECT purged_through FROM task_retention",
 ]
 
 
