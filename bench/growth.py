@@ -26,6 +26,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from psycopg.conninfo import make_conninfo
 
 from bench.common import JOB, database, reset, start_calculator, wait_drained
 from core.migrations import apply_migrations
-from bench.throughput import INSERT_SAME
+from bench.throughput import INSERT_SAME, RAW_CLAIM, RAW_STORE
 
 LEVELS = [int(x) for x in os.environ.get("BENCH_GROWTH_LEVELS", "0,1000000,5000000").split(",")]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -85,6 +86,24 @@ def grow_to(conn: psycopg.Connection, rows: int) -> float:
     return time.perf_counter() - started
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU time of these processes (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(conn: psycopg.Connection) -> list[int]:
+    """The server processes serving this database, except conn's own."""
+    return [row[0] for row in conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+
+
 def activity(conn: psycopg.Connection) -> dict:
     conn.execute("SELECT pg_stat_clear_snapshot()")
     return dict(zip(ACTIVITY_NAMES, conn.execute(ACTIVITY).fetchone()))
@@ -96,8 +115,12 @@ def drain(url: str, conn: psycopg.Connection, calculators: int = 1) -> dict:
     try:
         time.sleep(0.5)  # stats are flushed at most every 0.5 s
         before = activity(conn)
+        backends = backend_pids(conn)
+        calculators = [pid for calc in running for pid in (calc.pid, *calc.evaluator_pids())]
+        cpu_before = cpu_seconds(backends), cpu_seconds(calculators)
         conn.execute(INSERT_SAME, (JOB, TASKS))
         wait_drained(conn)
+        cpu_after = cpu_seconds(backends), cpu_seconds(calculators)
     finally:
         for calc in running:
             calc.stop()
@@ -108,25 +131,55 @@ def drain(url: str, conn: psycopg.Connection, calculators: int = 1) -> dict:
         "FROM tasks WHERE id >= %s", (first_new,)).fetchone()
     assert bad == 0, f"{bad} tasks did not finish as done"
     rate = TASKS / (last - first).total_seconds()
-    return {"rate": rate, **{k: (after[k] or 0) - (before[k] or 0) for k in ACTIVITY_NAMES}}
+    return {"rate": rate,
+            "database_cpu_us_per_task": (cpu_after[0] - cpu_before[0]) / TASKS * 1e6,
+            "calculator_cpu_us_per_task": (cpu_after[1] - cpu_before[1]) / TASKS * 1e6,
+            **{k: (after[k] or 0) - (before[k] or 0) for k in ACTIVITY_NAMES}}
 
 
 def counters_cost(url: str, conn: psycopg.Connection) -> dict:
-    """The outcome counters' trigger on and off, 1 and 2 Calculators, interleaved."""
+    """What the outcome counters' trigger costs the database: the raw SQL loop
+    (claim 100, store 100, no evaluation: the most one session can do) in 1
+    and 2 concurrent sessions, with the trigger on and off, interleaved."""
     figures: dict = {}
     for run in range(RUNS):
-        for calculators in (1, 2):
+        for sessions in (1, 2):
             for trigger in ("on", "off"):
                 if trigger == "off":
                     conn.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_count_updates")
                 try:
-                    rate = drain(url, conn, calculators)["rate"]
+                    rate, cpu = raw_loops(conn, sessions)
                 finally:
                     conn.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_count_updates")
-                key = f"{calculators}_calculator{'s' if calculators > 1 else ''}_counters_{trigger}"
-                figures.setdefault(key, []).append(rate)
-                print(f"  {key} run {run + 1}/{RUNS}: {rate:,.0f}", flush=True)
+                key = f"raw_loop_{sessions}_session{'s' if sessions > 1 else ''}_counters_{trigger}"
+                figures.setdefault(key, []).append({"rate": rate, "database_cpu_us_per_task": cpu})
+                print(f"  {key} run {run + 1}/{RUNS}: {rate:,.0f} tasks/s, database CPU {cpu:.1f} us/task",
+                      flush=True)
     return figures
+
+
+def raw_loops(conn: psycopg.Connection, sessions: int) -> tuple[float, float]:
+    """tasks/s, and CPU microseconds per task of the sessions' server processes."""
+    conn.execute(INSERT_SAME, (JOB, TASKS))
+    workers = [psycopg.connect(conn.info.dsn, autocommit=True) for _ in range(sessions)]
+    pids = [w.info.backend_pid for w in workers]
+
+    def loop(worker) -> None:
+        while rows := worker.execute(RAW_CLAIM, prepare=True).fetchall():
+            worker.execute(RAW_STORE, ([r[0] for r in rows], ["0"] * len(rows)), prepare=True)
+
+    threads = [threading.Thread(target=loop, args=(w,)) for w in workers]
+    cpu = cpu_seconds(pids)
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    cpu = cpu_seconds(pids) - cpu  # before closing: the server processes exit with them
+    for worker in workers:
+        worker.close()
+    return TASKS / seconds, cpu / TASKS * 1e6
 
 
 def stats_latency(client) -> dict:
@@ -200,10 +253,19 @@ def report(figures: dict) -> None:
               f"({level['stats']['max_ms']:.1f}) | {statistics.median(rates):,.0f} "
               f"({', '.join(f'{r:,.0f}' for r in rates)}) | {statistics.median(ratios):.2f}x "
               f"({', '.join(f'{r:.2f}' for r in ratios)})")
+    print("\nfinished rows | database CPU per task, us: median (runs) | Calculator CPU per task, us")
+    for level in figures["levels"]:
+        db = [d["database_cpu_us_per_task"] for d in level["drains"]]
+        calc = [d["calculator_cpu_us_per_task"] for d in level["drains"]]
+        print(f"{level['finished_rows']:,} | {statistics.median(db):.1f} ({', '.join(f'{v:.1f}' for v in db)}) "
+              f"| {statistics.median(calc):.1f} ({', '.join(f'{v:.1f}' for v in calc)})")
     if "counters" in figures:
-        print("\ncounters trigger | median tasks/s (runs)")
-        for key, rates in figures["counters"].items():
-            print(f"{key} | {statistics.median(rates):,.0f} ({', '.join(f'{r:,.0f}' for r in rates)})")
+        print("\ncounters trigger | tasks/s median (runs) | database CPU us/task median (runs)")
+        for key, runs in figures["counters"].items():
+            rates = [r["rate"] for r in runs]
+            cpu = [r["database_cpu_us_per_task"] for r in runs]
+            print(f"{key} | {statistics.median(rates):,.0f} ({', '.join(f'{r:,.0f}' for r in rates)}) "
+                  f"| {statistics.median(cpu):.1f} ({', '.join(f'{c:.1f}' for c in cpu)})")
 
 
 if __name__ == "__main__":
