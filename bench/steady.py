@@ -27,6 +27,8 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "180"))
 RETENTION = os.environ.get("BENCH_RETENTION", "10s")
 # e.g. "autovacuum_vacuum_scale_factor=0,autovacuum_vacuum_threshold=10000" to try table settings
 TABLE_SETTINGS = os.environ.get("BENCH_TABLE_SETTINGS", "")
+# the server's autovacuum_naptime (default 1min), e.g. 10s
+NAPTIME = os.environ.get("BENCH_AUTOVACUUM_NAPTIME", "")
 SAMPLE_SECONDS = 15.0
 TICKS_PER_SECOND = 10
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -47,6 +49,9 @@ def main() -> int:
     with database() as (url, _cluster):
         with psycopg.connect(url, autocommit=True) as conn:
             reset(conn)
+            if NAPTIME:
+                conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{NAPTIME}'")
+                conn.execute("SELECT pg_reload_conf()")
             if TABLE_SETTINGS:
                 conn.execute(f"ALTER TABLE tasks SET ({TABLE_SETTINGS})")
             calc = start_calculator(url, num_processes=2, result_retention=RETENTION)
@@ -70,7 +75,7 @@ def main() -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / time.strftime("steady-%Y%m%d-%H%M%S.json")
     path.write_text(json.dumps({"rate": RATE, "seconds": SECONDS, "retention": RETENTION,
-                                "table_settings": TABLE_SETTINGS,
+                                "table_settings": TABLE_SETTINGS, "autovacuum_naptime": NAPTIME or "1min",
                                 "samples": samples}, indent=2))
     print(f"\nfigures written to {path}")
     return 0
