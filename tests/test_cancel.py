@@ -50,6 +50,18 @@ def test_a_running_runaway_is_killed_within_a_second_and_never_gets_an_outcome(c
     assert "discarded stale results" not in calc.log()
 
 
+def test_a_missed_notification_is_made_up_for_by_the_check_every_second(db, calculators):
+    calc = calculators(calculation_timeout=60, num_processes=1)
+    task_id = insert(db, RUNAWAY)
+    busy = wait_for(lambda: calc.busy_evaluator_pids(), timeout=15, message="the runaway to be running")
+    # Cancelled without cancel_tasks(): no notification.
+    db.execute("UPDATE tasks SET status = 'cancelled', finished_at = now() WHERE id = %s", (task_id,))
+    cancelled_at = time.monotonic()
+    wait_for(lambda: busy[0] not in calc.evaluator_pids(), timeout=5, message="its process to be killed")
+    assert time.monotonic() - cancelled_at < 2.5, "found by the check every second"
+    assert outcome(db, task_id) == ("cancelled", None, None)
+
+
 def test_cancelling_a_finished_an_unknown_or_an_expired_task(client, db):
     done = finished(db, "1 minute")
     expired = finished(db, "8 days")

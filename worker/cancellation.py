@@ -45,7 +45,10 @@ class Cancellation:
             return 0.0
         oldest = _oldest_start(pool)
         if oldest is None:
-            return None
+            # A chunk sent but not started yet: no start time to count from;
+            # look again in a while (else the loop could sleep until its next
+            # poll, seconds later, with nothing on the pipes to wake it).
+            return time.monotonic() + CHECK_SECONDS if pool.busy() else None
         return max(oldest, self.last_check) + CHECK_SECONDS
 
     def check(self, conn: psycopg.Connection, pool: EvaluatorPool, unstored: list) -> list:
