@@ -5,7 +5,7 @@ The database already keeps the promise that matters: a cancelled task is no
 longer pending, so it is never claimed, and an outcome stored for it later is
 discarded by the fence. What is left is not to waste work on it: when a
 tasks_cancelled notification arrives, the Calculator asks which of the tasks
-it holds are no longer pending (one query), drops the ones still queued here,
+it holds were cancelled (one query), drops the ones still queued here,
 takes back the unstarted ones from its evaluation processes, and kills (and
 replaces) a process that is calculating one. Should a notification be missed
 (e.g. during a reconnect), a task running for more than CHECK_SECONDS is
@@ -27,7 +27,9 @@ log = logging.getLogger("calculator.cancellation")
 
 CHANNEL = "tasks_cancelled"
 CHECK_SECONDS = 1.0
-NOT_PENDING = "SELECT id FROM tasks WHERE id = ANY(%s::bigint[]) AND status <> 'pending'"
+# Only cancellations: a task another Calculator finished after taking over an
+# expired lease is left to the fence (the stale outcome is discarded and logged).
+CANCELLED = "SELECT id FROM tasks WHERE id = ANY(%s::bigint[]) AND status = 'cancelled'"
 
 
 class Cancellation:
@@ -62,7 +64,7 @@ class Cancellation:
         held = pool.held_tasks() + [o.task for o in unstored]
         if not held:
             return unstored
-        gone = {row[0] for row in conn.execute(NOT_PENDING, ([t.id for t in held],))}
+        gone = {row[0] for row in conn.execute(CANCELLED, ([t.id for t in held],))}
         if not gone:
             return unstored
         log.info("cancelled ids=%s: dropped", format_ids(sorted(gone)))
