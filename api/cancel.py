@@ -13,6 +13,8 @@ serves the bulk form. Cancelling twice is harmless: a cancelled task answers
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from flask import Blueprint, current_app, jsonify
 
 from api.db import connection
@@ -47,14 +49,21 @@ def cancel_many():
         raise BadRequest(f"'ids' must be an array, not {json_type(ids)}")
     if not 1 <= len(ids) <= max_batch:
         raise BadRequest(f"'ids' must hold 1 to {max_batch} ids, not {len(ids)}")
-    for value in ids:
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BIGINT:
-            raise BadRequest(f"an id must be a positive integer, not {str(value)[:40]!r}")
+    ids = [_task_id(value) for value in ids]
     with connection() as conn:
         rows = conn.execute(CANCEL, (ids,)).fetchall()
         kept_for = (conn.execute(SELECT_RETENTION).fetchone()[1]
                     if any(row[1] == "expired" for row in rows) else None)
     return jsonify({"results": [_entry(*row, kept_for) for row in rows]})
+
+
+def _task_id(value) -> int:
+    """An id from the JSON body (numbers arrive as Decimal, as written)."""
+    if isinstance(value, Decimal) and value.is_finite() and value.as_tuple().exponent == 0:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BIGINT:
+        raise BadRequest(f"an id must be a positive integer, not {str(value)[:40]!r}")
+    return value
 
 
 def _entry(task_id: int, status: str, cancelled_now: bool, kept_for) -> dict:

@@ -39,7 +39,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(DatabaseUnavailable)
     def database_unavailable(error: DatabaseUnavailable):
-        log.warning("database unavailable path=%s error=%s", request.path, error_summary(error))
+        # The outage itself is logged once by api.db when it starts and ends.
+        log.debug("database unavailable path=%s error=%s", request.path, error_summary(error))
         response = error_response("database unavailable", 503)
         response.headers["Retry-After"] = "1"
         return response

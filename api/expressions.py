@@ -8,14 +8,17 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from api.db import connection, notify_tasks_inserted
+from api.db import connection, end_transaction, notify_tasks_inserted
 from api.errors import BadRequest
+from api.idempotency import idempotency_key, submit_once
 from api.request_body import json_object
 from api.result_waiter import wait_for_outcome
-from core.expression import (ExpressionError, check_variables, compile_expression, json_type,
-                             variables_to_json)
+from core.expression import (ExpressionError, check_variable_names, check_variables,
+                             compile_expression, json_type, variables_to_json)
 
 blueprint = Blueprint("expressions", __name__, url_prefix="/api")
 
@@ -35,25 +38,56 @@ SELECT_OUTCOMES = "SELECT id, status, result, error FROM tasks WHERE id = ANY(%s
 # An id not in tasks: deleted by retention (410) or never issued (404).
 SELECT_RETENTION = "SELECT purged_through, kept_for FROM task_retention"
 MAX_BIGINT = 2**63 - 1
+IDS = re.compile(r"0*[1-9][0-9]*(,0*[1-9][0-9]*)*")  # as api/openapi.json says
 
 
 def checked_submission(item) -> tuple[str, str]:
     """(expression, variables as JSON) of a valid submission, else ExpressionError."""
     limits = current_app.config["SETTINGS"].limits
+    variables = item.get("variables", {})
+    # Names first: with a variable named sin, "sin*2" is about the name.
+    check_variable_names(variables, limits.max_variables)
     compiled = compile_expression(item["expression"], limits.max_expression_length)
-    variables = check_variables(compiled, item.get("variables", {}), limits.max_variables)
+    variables = check_variables(compiled, variables, limits.max_variables)
     return item["expression"], variables_to_json(variables)
+
+
+def _store(body: dict, insert) -> tuple[list[int], bool]:
+    """Run insert(conn), which sends the INSERT and returns a function that
+    reads its ids, at most once per Idempotency-Key: (ids, created)."""
+    key = idempotency_key()
+    with connection() as conn:
+        if key is None:
+            with conn.pipeline() as pipeline:
+                rows = insert(conn)
+                end_transaction(pipeline)
+                notify_tasks_inserted(conn)
+            return rows(), True
+        ids, created = submit_once(conn, key, body, lambda c: insert(c)())
+        if created:
+            notify_tasks_inserted(conn)
+    return ids, created
+
+
+def _accepted(payload: dict, created: bool):
+    response = jsonify(payload)
+    response.status_code = 202
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @blueprint.post("/expression")
 def submit_expression():
     body = json_object(required={"expression"}, optional={"variables"})
     expression, variables = checked_submission(body)
-    with connection() as conn:
-        (task_id,) = conn.execute(INSERT_TASK, (expression, variables), prepare=True).fetchone()
-        notify_tasks_inserted(conn)
-    response = jsonify({"expression_id": task_id})
-    response.status_code = 202
+
+    def insert(conn):
+        cursor = conn.execute(INSERT_TASK, (expression, variables), prepare=True)
+        return lambda: [cursor.fetchone()[0]]
+
+    (task_id,), created = _store(body, insert)
+    response = _accepted({"expression_id": task_id}, created)
     response.headers["Location"] = url_for("expressions.get_result", expression_id=task_id)
     return response
 
@@ -78,12 +112,13 @@ def submit_expressions():
                             "errors": errors})
         response.status_code = 400
         return response
-    with connection() as conn:
-        rows = conn.execute(INSERT_TASKS, ([e for e, _ in accepted], [v for _, v in accepted])).fetchall()
-        notify_tasks_inserted(conn)
-    response = jsonify({"expression_ids": sorted(row[0] for row in rows)})
-    response.status_code = 202
-    return response
+
+    def insert(conn):
+        cursor = conn.execute(INSERT_TASKS, ([e for e, _ in accepted], [v for _, v in accepted]))
+        return lambda: sorted(row[0] for row in cursor.fetchall())
+
+    ids, created = _store(body, insert)
+    return _accepted({"expression_ids": ids}, created)
 
 
 def _submission_object(item) -> dict:
@@ -120,15 +155,19 @@ def get_result(expression_id: str):
 @blueprint.get("/results")
 def get_results():
     raw = request.args.get("ids", "")
-    parts = [p for p in raw.split(",") if p.strip()]
     max_batch = current_app.config["SETTINGS"].max_batch
-    if not parts:
+    if not raw:
         raise BadRequest("give ids as ?ids=1,2,3")
+    if not IDS.fullmatch(raw):
+        raise BadRequest(f"ids must be expression ids separated by commas, like ?ids=1,2,3, not {raw[:40]!r}")
+    parts = raw.split(",")
     if len(parts) > max_batch:
         raise BadRequest(f"at most {max_batch} ids at once, not {len(parts)}")
-    ids = [parse_expression_id(p.strip()) for p in parts]
+    # An id past the largest bigint cannot exist: it is unknown like any other absent id.
+    ids = [_bulk_id(p) for p in parts]
     with connection() as conn:
-        found = {r[0]: r[1:] for r in conn.execute(SELECT_OUTCOMES, (ids,))}
+        found = {r[0]: r[1:] for r in conn.execute(
+            SELECT_OUTCOMES, ([i for i in ids if i <= MAX_BIGINT],))}
         purged_through, kept_for = (conn.execute(SELECT_RETENTION).fetchone()
                                     if len(found) < len(set(ids)) else (0, None))
     results = []
@@ -156,6 +195,16 @@ def _wait_seconds() -> float:
     if not 0 <= seconds <= max_wait:  # also refuses nan
         raise BadRequest(f"wait must be a number of seconds from 0 to {max_wait:g}, not {raw[:40]!r}")
     return seconds
+
+
+def _bulk_id(text: str) -> int:
+    try:
+        return parse_expression_id(text)
+    except BadRequest as error:
+        digits = text.lstrip("0")
+        if error.status != 404 or len(digits) > 40:
+            raise BadRequest(f"expression id must be a positive integer, not {text[:40]!r}") from None
+        return int(digits)
 
 
 def parse_expression_id(text: str) -> int:

@@ -1,12 +1,18 @@
-"""GET /api/openapi.json: the API's description (api/openapi.json)."""
+"""GET /api/openapi.json: the API's description (api/openapi.json), with the
+limits this process enforces filled in from its settings (RESULT_MAX_WAIT,
+MAX_BATCH, MAX_EXPRESSION_LENGTH) and the schema version it needs, so the
+document served never disagrees with the service."""
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cache
 from pathlib import Path
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
+
+from core.migrations import required_version
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -18,6 +24,23 @@ def load_spec() -> dict:
     return json.loads(SPEC_PATH.read_text())
 
 
+def served_spec(settings) -> dict:
+    spec = copy.deepcopy(load_spec())
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+    for parameter in paths["/api/result/{expression_id}"]["get"]["parameters"]:
+        if parameter["name"] == "wait":
+            parameter["schema"]["maximum"] = settings.max_wait
+    bulk = paths["/api/expressions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    bulk["properties"]["items"]["maxItems"] = settings.max_batch
+    schemas["Submission"]["properties"]["expression"]["maxLength"] = settings.limits.max_expression_length
+    ready = paths["/readyz"]["get"]["responses"]["200"]["content"]["application/json"]["example"]
+    ready["schema_version"] = required_version()
+    return spec
+
+
 @blueprint.get("/api/openapi.json")
 def openapi_spec():
-    return jsonify(load_spec())
+    spec = current_app.extensions.get("openapi_spec")
+    if spec is None:
+        spec = current_app.extensions["openapi_spec"] = served_spec(current_app.config["SETTINGS"])
+    return jsonify(spec)

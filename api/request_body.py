@@ -3,17 +3,12 @@ valid JSON without NaN/Infinity, an object with exactly the expected keys."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import request
 
 from api.errors import BadRequest
-from core.expression import json_type
-
-
-def _refuse_constant(name: str) -> Any:
-    raise BadRequest(f"malformed JSON: {name} is not a valid JSON number")
+from core.expression import decode_json, json_type
 
 
 def json_object(required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:
@@ -21,7 +16,8 @@ def json_object(required: set[str], optional: set[str] = frozenset()) -> dict[st
         raise BadRequest("send a JSON body with Content-Type: application/json", 415)
     raw = request.get_data(cache=False)
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        # Every number a Decimal: core/numbers.py decides what it means.
+        body = decode_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest("malformed JSON: the body is not valid UTF-8") from None
     except RecursionError:

@@ -1,11 +1,13 @@
 """Waiting for results without polling: GET /api/result/<id>?wait=S.
 
 Each API process holds one LISTEN connection on results_stored (the
-Calculator NOTIFYs the ids it stores) in a background thread, and wakes the
-request threads waiting on those ids. A waiting request holds no database
-connection while it waits; it uses the pool only to re-read its row when
-woken (or every second, which also covers a notification lost while the
-listener was reconnecting).
+Calculator NOTIFYs the ids it stores) in a background thread (a greenlet
+under gevent), and wakes the requests waiting on those ids. A waiting
+request holds no database connection while it waits; it uses the pool only
+to re-read its row when woken. While the listener is connected nothing else
+wakes a waiter; when it loses its connection it wakes everyone, and until it
+is back waiters re-read every RECHECK_SECONDS (a notification may be lost
+meanwhile). On reconnecting it wakes everyone once more.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class ResultWaiter:
         self._thread: threading.Thread | None = None
         self._pid = None
         self._stop = threading.Event()
+        self.listening = False   # LISTENing now: notifications reach us
+        self.released = False    # shutting down: waiters answer at once
 
     def register(self, task_id: int) -> threading.Event:
         self._ensure_listening()
@@ -54,8 +58,14 @@ class ResultWaiter:
         with self._lock:
             return sum(len(events) for events in self._waiting.values())
 
+    def release_all(self) -> None:
+        """The server is stopping: every waiter answers with what it has now."""
+        self.released = True
+        self._wake_all()
+
     def close(self) -> None:
         self._stop.set()
+        self.release_all()
         if self._thread is not None:
             self._thread.join(5)
 
@@ -71,19 +81,24 @@ class ResultWaiter:
         delay = 0.1
         while not self._stop.is_set():
             try:
-                with connect(self.url, application_name="calculator-api-waiter") as conn:
+                with connect(self.url, application_name="calculator-api-waiter",
+                             connect_timeout=1) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening = True
                     delay = 0.1
                     self._wake_all()  # anything stored while we were not listening
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=1.0):
                             self._wake(notify.payload)
             except psycopg.OperationalError as error:
-                log.warning("result listener lost its connection (%s); waiters fall back to "
-                            "re-reading every %s s", error_summary(error),
-                            RECHECK_SECONDS)
+                if self.listening:
+                    log.warning("result listener lost its connection (%s); waiters re-read "
+                                "every %s s until it is back", error_summary(error), RECHECK_SECONDS)
+                self.listening = False
+                self._wake_all()
                 self._stop.wait(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
+        self.listening = False
 
     def _wake(self, payload: str) -> None:
         if payload == "*":
@@ -107,11 +122,13 @@ def wait_for_outcome(waiter: ResultWaiter, task_id: int, seconds: float, read_ou
     event = waiter.register(task_id)
     try:
         row = read_outcome()  # stored between the first read and register?
-        while row is not None and row[0] == "pending":
+        while row is not None and row[0] == "pending" and not waiter.released:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            event.wait(min(left, RECHECK_SECONDS))
+            event.wait(left if waiter.listening else min(left, RECHECK_SECONDS))
+            if waiter.released:
+                break
             event.clear()
             row = read_outcome()
         return row

@@ -1,20 +1,18 @@
-"""The API under load: gunicorn with the production config, a load generator
-of our own on loopback (processes with keep-alive connections), and the same
-server config serving a trivial Flask endpoint as the ceiling."""
+"""The API under load: gunicorn with the production config, wrk on loopback
+(keep-alive connections), and the same server config serving a trivial Flask
+endpoint as the ceiling; pgbench's single-row INSERT rate as the database's."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.common import JOB, JOB_VARIABLES, WORKDIR, percentiles
+from bench.common import JOB, JOB_VARIABLES, WORKDIR
 from tests.http_client import request
 from tests.support import ROOT, wait_for
 from tools.pgcluster import free_port
@@ -49,35 +47,14 @@ def _answers(base: str) -> bool:
         return False
 
 
-def _client(base: str, method: str, paths: list[str], body: bytes | None, seconds: float, queue) -> None:
-    import http.client
-    from urllib.parse import urlsplit
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    headers = {"Content-Type": "application/json"}
-    latencies, errors, n = [], 0, 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        conn.request(method, paths[n % len(paths)], body=body, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        if response.status >= 500:
-            errors += 1
-        latencies.append(time.perf_counter() - started)
-        n += 1
-    conn.close()
-    queue.put((latencies, errors))
-
-
 def load(base: str, method: str, paths: list[str], body: bytes | None, clients: int,
          seconds: float) -> dict:
-    """clients connections, each one request at a time, for seconds: with
-    wrk (Debian's package) when it is installed, else our Python client
-    (which costs the server more CPU on a small machine)."""
-    if shutil.which("wrk"):
-        return _wrk(base, method, paths, body, clients, seconds)
-    return _python_load(base, method, paths, body, clients, seconds)
+    """clients connections, each one request at a time, for seconds, with wrk
+    (a C load generator, Debian's package `wrk`): a Python client would take
+    the CPU of the server it measures on a small machine."""
+    if not shutil.which("wrk"):
+        raise SystemExit("the API benchmarks need wrk: apt-get install wrk")
+    return _wrk(base, method, paths, body, clients, seconds)
 
 
 _WRK_SCRIPT = """
@@ -93,13 +70,28 @@ end
 """
 
 
-def _wrk(base, method, paths, body, clients, seconds) -> dict:
-    script = WORKDIR / "wrk.lua"
+_scripts = 0
+
+
+def _wrk_command(base, method, paths, body, clients, seconds, timeout: float = 2) -> list[str]:
+    global _scripts
+    _scripts += 1
+    script = WORKDIR / f"wrk-{os.getpid()}-{_scripts}.lua"
     body_line = f"wrk.body = {json.dumps(body.decode())}" if body else ""
     script.write_text(_WRK_SCRIPT % (", ".join(json.dumps(p) for p in paths), method, body_line))
-    output = subprocess.run(
-        ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency",
-         "-s", str(script), base], check=True, capture_output=True, text=True).stdout
+    return ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency",
+            "--timeout", f"{timeout:g}s", "-s", str(script), base]
+
+
+def wrk_start(base: str, paths: list[str], clients: int, seconds: float, timeout: float) -> subprocess.Popen:
+    """wrk in the background (GET paths), e.g. a crowd of waiting clients."""
+    return subprocess.Popen(_wrk_command(base, "GET", paths, None, clients, seconds, timeout),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wrk(base, method, paths, body, clients, seconds) -> dict:
+    output = subprocess.run(_wrk_command(base, method, paths, body, clients, seconds),
+                            check=True, capture_output=True, text=True).stdout
     figures = {"tool": "wrk", "server_errors": 0}
     for line in output.splitlines():
         words = line.split()
@@ -109,6 +101,8 @@ def _wrk(base, method, paths, body, clients, seconds) -> dict:
             figures["p50_ms" if words[0] == "50%" else "p99_ms"] = _ms(words[1])
         elif line.strip().startswith("Non-2xx or 3xx responses:"):
             figures["non_2xx"] = int(words[-1])
+        elif line.strip().startswith("Socket errors:"):
+            figures["socket_errors"] = line.split(":", 1)[1].strip()
     return figures
 
 
@@ -119,27 +113,13 @@ def _ms(text: str) -> float:
     return float(text)
 
 
-def _python_load(base, method, paths, body, clients, seconds) -> dict:
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    workers = [context.Process(target=_client, args=(base, method, paths, body, seconds, queue))
-               for _ in range(clients)]
-    for worker in workers:
-        worker.start()
-    results = [queue.get() for _ in workers]
-    for worker in workers:
-        worker.join()
-    latencies = [x * 1000 for lat, _ in results for x in lat]
-    figures = percentiles(latencies)
-    return {"tool": "python", "requests_per_second": len(latencies) / seconds, "p50_ms": figures["p50"],
-            "p99_ms": figures["p99"], "server_errors": sum(e for _, e in results)}
-
-
 SUBMISSION = json.dumps({"expression": JOB, "variables": JOB_VARIABLES}).encode()
 
 
-def api_load(url: str, clients: int, seconds: float) -> dict:
-    """POST /api/expression, GET /api/result/<id>, and the trivial ceiling."""
+def api_load(url: str, clients: int, seconds: float, cluster=None) -> dict:
+    """POST /api/expression, GET /api/result/<id>, and the trivial ceiling;
+    with a cluster of our own, pgbench's single-row INSERT rate right after,
+    so that each run's ratios compare figures measured together."""
     figures = {}
     with gunicorn(url) as (base, _):
         figures["post_expression"] = load(base, "POST", ["/api/expression"], SUBMISSION, clients, seconds)
@@ -147,6 +127,8 @@ def api_load(url: str, clients: int, seconds: float) -> dict:
         figures["get_result"] = load(base, "GET", paths, None, clients, seconds)
     with gunicorn(url, app="bench.trivial_app:app") as (base, _):
         figures["trivial_flask"] = load(base, "GET", ["/healthz"], None, clients, seconds)
+    if cluster is not None:
+        figures["pgbench_insert_tps"] = pgbench_insert_tps(cluster, clients, max(2, int(seconds)))
     return figures
 
 

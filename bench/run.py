@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import http_load, latency, memory, throughput
+from bench import http_load, latency, memory, parsing, throughput
 from bench.common import database
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -87,7 +87,7 @@ def main() -> int:
                 lat["http_submit_then_wait"] = repeat(
                     "HTTP POST + GET ?wait=", lambda: latency.http_latency(url, conn, base, rate, LATENCY_SECONDS))
             print("API", flush=True)
-            figures["api"] = repeat("API load", lambda: http_load.api_load(url, CLIENTS, LOAD_SECONDS))
+            figures["api"] = repeat("API load", lambda: http_load.api_load(url, CLIENTS, LOAD_SECONDS, cluster))
             seconds = max(2, int(LOAD_SECONDS))
             figures["pgbench_insert_tps"] = repeat(
                 f"pgbench INSERT, {CLIENTS} clients", lambda: http_load.pgbench_insert_tps(cluster, CLIENTS, seconds))
@@ -97,6 +97,8 @@ def main() -> int:
                 "with_trigger": repeat(f"INSERT with trigger, {CLIENTS} clients", lambda: http_load.pgbench_insert_tps(cluster, CLIENTS, seconds, True)),
                 "without_trigger": repeat(f"INSERT without trigger, {CLIENTS} clients", lambda: http_load.pgbench_insert_tps(cluster, CLIENTS, seconds, False)),
             }
+            print("parsing", flush=True)
+            figures["parsing"] = parsing.measure()
             print("memory", flush=True)
             figures["memory"] = {
                 "calculator": memory.calculator_memory(url, conn, MEMORY_TASKS),
@@ -144,13 +146,23 @@ def report(f: dict) -> None:
     rows.append(("pgbench INSERT (TPS)", f"{pgbench:,.0f}", "", "", ""))
     print()
     _table(rows)
-    post = med(api, lambda v: v["post_expression"]["requests_per_second"])
     trig = f["trigger"]
-    print(f"\nPOST /api/expression = {post / pgbench:.2f} x pgbench INSERT TPS at {f['settings']['clients']} clients")
+    if "pgbench_insert_tps" in api[0]:
+        # Each run's API figures against the pgbench run right after them.
+        for name, label, target in (("post_expression", "POST /api/expression", 0.5),
+                                    ("get_result", "GET /api/result/<id>", 1.0)):
+            ratios = [v[name]["requests_per_second"] / v["pgbench_insert_tps"] for v in api]
+            print(f"\n{label} = {statistics.median(ratios):.2f} x pgbench INSERT TPS measured with it "
+                  f"(runs: {', '.join(f'{r:.2f}' for r in ratios)}; target {target})", end="")
+        print()
     for clients in ("_1_client", ""):
         with_t, without = med(trig["with_trigger" + clients]), med(trig["without_trigger" + clients])
         print(f"NOTIFY trigger cost{clients.replace('_', ' ') or ' (' + str(f['settings']['clients']) + ' clients)'}: "
               f"{with_t:,.0f} vs {without:,.0f} TPS = {(1 - with_t / without) * 100:+.1f} %")
+    parse = f["parsing"]
+    print(f"parsing, worst shape ({parse['worst_shape']}): {parse['worst_per_10kb_ms']:.1f} ms CPU "
+          f"per 10 KB; ordinary expression: parse {parse['ordinary_parse_us']} us, "
+          f"evaluate {parse['ordinary_evaluate_us']} us")
     for name, m in f["memory"].items():
         print(f"RSS {name}: {m['before_kb'] / 1024:.1f} MiB -> {m['after_kb'] / 1024:.1f} MiB "
               f"({m['change'] * 100:+.1f} %)")

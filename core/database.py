@@ -6,6 +6,9 @@ import functools
 from pathlib import Path
 
 import psycopg
+from psycopg.types.json import set_json_loads
+
+from core.numbers import decode_json
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -27,11 +30,19 @@ def error_summary(error: BaseException) -> str:
 
 
 def connect(url: str, *, application_name: str, autocommit: bool = True,
-            connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> psycopg.Connection:
-    """One connection; an empty url means libpq's PG* environment variables."""
-    return psycopg.connect(
+            connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+            exact_numbers: bool = False) -> psycopg.Connection:
+    """One connection; an empty url means libpq's PG* environment variables.
+
+    exact_numbers: json/jsonb values come back with every number a Decimal
+    (core/numbers.py decides what they mean), as the Calculator needs; the
+    API reads results as plain ints and floats."""
+    conn = psycopg.connect(
         url,
         autocommit=autocommit,
         application_name=application_name,
         connect_timeout=max(1, round(connect_timeout)),
     )
+    if exact_numbers:
+        set_json_loads(decode_json, conn)
+    return conn

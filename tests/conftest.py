@@ -1,4 +1,6 @@
-"""Fixtures: a real PostgreSQL (started here unless TEST_DATABASE_URL is set),
+"""Fixtures: a real PostgreSQL (started here unless TEST_DATABASE_URL is set:
+the system's binaries, else the embedded ones in .venv; PG=embedded or
+PG=system picks one, see tools/pgbinaries.py),
 a migrated test database emptied before each test, the Flask app, real
 Calculator processes and a real HTTP server."""
 
@@ -15,16 +17,42 @@ from werkzeug.serving import make_server
 
 from core.migrations import apply_migrations
 from tests.support import Calculators
-from tools.pgcluster import LocalPostgres, PostgresNotFound, find_bindir
+from tools.pgcluster import LocalPostgres, PostgresError, choose_server
+
+
+def pytest_ignore_collect(collection_path, config):
+    """The browser tests need Chromium: without it they are not collected,
+    and the header says so in one line (.ci/run installs it, so CI runs them)."""
+    from tests.browser import find_chromium
+    if collection_path.name == "test_browser.py" and find_chromium() is None:
+        return True
+    return None
+
+
+def pytest_report_header(config):
+    from tests.browser import find_chromium
+    if find_chromium() is None:
+        return ["browser tests: NOT RUN, no Chromium found "
+                "(apt-get install chromium chromium-driver, or set CHROMIUM and CHROMEDRIVER)"]
+    return ["browser tests: with {} and {}".format(*find_chromium())]
 
 
 def pytest_sessionstart(session):
     """Without a server to test against, say what to install in one line."""
     if not os.environ.get("TEST_DATABASE_URL"):
         try:
-            find_bindir()
-        except PostgresNotFound as error:
+            choose_server()
+        except PostgresError as error:
             pytest.exit(f"make test: {error} (or set TEST_DATABASE_URL)", returncode=2)
+
+
+def pytest_report_header(config):
+    if os.environ.get("TEST_DATABASE_URL"):
+        return "server: the PostgreSQL at TEST_DATABASE_URL"
+    try:
+        return f"server: {choose_server().describe()}"
+    except PostgresError:
+        return None
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +100,7 @@ def worker_url(database_url):
 def db(database_url):
     """An autocommit connection to the test database, emptied first."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tasks RESTART IDENTITY")
+        conn.execute("TRUNCATE tasks, idempotency_keys RESTART IDENTITY")
         conn.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_inserted_notify")
         yield conn
 

@@ -143,3 +143,44 @@ def run_in_threads(target: Callable[[], None], count: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+class ApiServer:
+    """The API under gunicorn with api/gunicorn.conf.py (the production
+    server and its defaults) on a free port, as a real process."""
+
+    def __init__(self, database_url: str, log_path: Path, **settings):
+        from tools.pgcluster import free_port
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(DATABASE_URL=database_url, PYTHONPATH=str(ROOT), BIND=f"127.0.0.1:{self.port}")
+        env.update({k.upper(): str(v) for k, v in settings.items()})
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py"],
+                                        cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self._answers, timeout=30, interval=0.05, message="gunicorn to answer")
+
+    def _answers(self) -> bool:
+        from tests.http_client import request
+        if self.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited: {self.log_path.read_text()}")
+        try:
+            return request(self.base, "GET", "/healthz", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        finally:
+            self._log.close()

@@ -98,6 +98,8 @@ def test_bulk_cancel_by_ids(client, db):
                       ({"ids": "1,2"}, "'ids' must be an array, not a string"),
                       ({"ids": [1, True]}, "an id must be a positive integer, not 'True'"),
                       ({"ids": [0]}, "an id must be a positive integer, not '0'"),
+                      ({"ids": [1.5]}, "an id must be a positive integer, not '1.5'"),
+                      ({"ids": [1e2]}, "an id must be a positive integer, not '100.0'"),
                       ({"ids": [2**63]}, f"an id must be a positive integer, not '{2**63}'"),
                       ({"id": [1]}, "missing key(s): ids")]:
         response = client.post("/api/results/cancel", json=body)

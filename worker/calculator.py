@@ -33,6 +33,7 @@ from core.migrations import check_schema
 from core.settings import CalculatorSettings
 from worker.cancellation import CHANNEL as CANCELLED_CHANNEL, Cancellation
 from worker.evaluators import EvaluatorPool
+from worker.metrics import METRICS
 from worker.registry import HEARTBEAT_SECONDS, Registration
 from worker.retention import Retention
 from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend_leases,
@@ -164,6 +165,8 @@ class Calculator:
     def _store(self, conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
         stored = store_results(conn, outcomes)
         stale = [o.task.id for o in outcomes if o.task.id not in stored]
+        METRICS.count("results_stored", len(stored))
+        METRICS.count("stale_results_discarded", len(stale))
         if stored:
             log.info("stored ids=%s", format_ids(stored))
         if stale:
@@ -183,6 +186,9 @@ class Calculator:
                                       self.settings.max_attempts)
         self.next_poll = now + self.settings.queue_wait_time
         self.work_expected = len(tasks) + len(given_up) >= room
+        METRICS.count("tasks_given_up", len(given_up))
+        if tasks:
+            METRICS.claimed(len(tasks))
         if given_up:
             log.warning("gave up on ids=%s after %d attempts", format_ids(given_up),
                         self.settings.max_attempts)
@@ -235,7 +241,7 @@ class Calculator:
     # --- connections --------------------------------------------------------
 
     def _connect(self) -> None:
-        self.work_conn = connect(self.url, application_name="calculator")
+        self.work_conn = connect(self.url, application_name="calculator", exact_numbers=True)
         self.work_conn.execute("SELECT set_config('synchronous_commit', %s, false)",
                                (self.settings.synchronous_commit,))
         self.listen_conn = connect(self.url, application_name="calculator-listen")

@@ -13,10 +13,10 @@ chunk), which keeps the cost per task of the pipe small.
 from __future__ import annotations
 
 import ctypes
-import functools
 import resource
 import signal
 import time
+from collections import OrderedDict
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -31,15 +31,15 @@ CUTOFF = 2      # written by the parent: do not start tasks at this index or lat
 PROGRESS_SLOTS = 3
 
 FLUSH_SECONDS = 0.002
-PARSE_CACHE_SIZE = 4096
+PARSE_CACHE_BYTES = 32 * 1024 * 1024
 
 
 def calculate(expression: Any, variables: Any, limits: ExpressionLimits) -> tuple[str | None, str | None]:
     """(result as JSON text, None) or (None, error message) for one task."""
     try:
         compiled = _compile(expression, limits.max_expression_length)
-        check_variables(compiled, variables, limits.max_variables)
-        return number_to_json(compiled.evaluate(variables)), None
+        values = check_variables(compiled, variables, limits.max_variables)
+        return number_to_json(compiled.evaluate(values)), None
     except (ExpressionError, CalculationError) as error:
         return None, str(error)
     except MemoryError:
@@ -49,21 +49,52 @@ def calculate(expression: Any, variables: Any, limits: ExpressionLimits) -> tupl
 def _compile(expression: Any, max_length: int) -> CompiledExpression:
     if not isinstance(expression, str):  # e.g. NULL inserted with psql
         return compile_expression(expression, max_length)
-    compiled, error = _compile_cached(expression, max_length)
+    compiled, error = _PARSE_CACHE.get(expression, max_length)
     if error is not None:
         raise ExpressionError(error)
     return compiled
 
 
-@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
-def _compile_cached(expression: str, max_length: int):
-    # Parsing costs ~50 us, evaluating a parsed expression ~1 us; the same
-    # expression with other variables is the common case. Errors are cached
-    # too (lru_cache does not cache exceptions, hence the pair).
-    try:
-        return compile_expression(expression, max_length), None
-    except ExpressionError as error:
-        return None, str(error)
+class ParseCache:
+    """Parsed expressions and parse errors by text, least recently used out,
+    bounded by an estimate of the bytes they hold (a parsed expression takes
+    some 50 times its text), not by their number: 450 distinct 10 KB
+    expressions must not push a child into MEMORY_LIMIT_MB.
+
+    Parsing costs ~50 us, evaluating a parsed expression a few; the same
+    expression with other variables is the common case. A MemoryError while
+    parsing propagates (it is the machine's trouble, not the expression's)
+    and is never cached."""
+
+    BYTES_PER_CHARACTER = 50
+    OVERHEAD = 2000
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.entries: OrderedDict[tuple[str, int], tuple] = OrderedDict()
+
+    def get(self, text: str, max_length: int) -> tuple[CompiledExpression | None, str | None]:
+        key = (text, max_length)
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            return entry
+        try:
+            entry = (compile_expression(text, max_length), None)
+        except ExpressionError as error:
+            entry = (None, str(error))
+        cost = self.OVERHEAD + self.BYTES_PER_CHARACTER * len(text)
+        if cost <= self.max_bytes:
+            self.entries[key] = entry
+            self.size += cost
+            while self.size > self.max_bytes:
+                (old_text, _), _ = self.entries.popitem(last=False)
+                self.size -= self.OVERHEAD + self.BYTES_PER_CHARACTER * len(old_text)
+        return entry
+
+
+_PARSE_CACHE = ParseCache(PARSE_CACHE_BYTES)
 
 
 def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit_mb: int) -> None:
@@ -107,6 +138,8 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits) -> None:
         # always sees this task's start time.
         progress[STARTED_AT] = now
         progress[STARTED] = index
-        results.append((task_id, *calculate(expression, variables, limits)))
+        result, error = calculate(expression, variables, limits)
+        # The seconds it took go back too: the Calculator's evaluation histogram.
+        results.append((task_id, result, error, time.monotonic() - now))
     progress[STARTED] = -1
     conn.send(("done", results))

@@ -27,6 +27,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from core.settings import CalculatorSettings
+from worker.metrics import METRICS
 from worker.evaluation import CUTOFF, PROGRESS_SLOTS, STARTED, STARTED_AT, run_child
 from worker.task_queue import Outcome, Task
 
@@ -169,7 +170,8 @@ class EvaluatorPool:
 
     def _read_message(self, evaluator: Evaluator, message, outcomes: list[Outcome]) -> None:
         kind, results = message
-        for task_id, result, error in results:
+        for task_id, result, error, seconds in results:
+            METRICS.evaluated(seconds)
             task = evaluator.unanswered.pop(task_id, None)
             if task is not None:  # else it was taken back meanwhile and sent elsewhere
                 outcomes.append(Outcome(task, result, error))
@@ -186,6 +188,7 @@ class EvaluatorPool:
         log.error("evaluation process died pid=%s exitcode=%s task=%s",
                   evaluator.process.pid, evaluator.process.exitcode,
                   culprit.id if culprit else None)
+        METRICS.count("evaluation_processes_died")
         self._replace(evaluator, culprit)
         if culprit is not None:
             self.crashed.append(culprit)
@@ -219,6 +222,7 @@ class EvaluatorPool:
 
     def _kill_runaway(self, evaluator: Evaluator, timeout: float) -> list[Outcome]:
         evaluator.kill()
+        METRICS.count("evaluation_processes_killed")
         # Read progress only now that the child is frozen: if it moved on to
         # another task in the meantime, that task did not overrun.
         running = evaluator.running()
@@ -228,6 +232,8 @@ class EvaluatorPool:
             return []
         task = running[0]
         log.warning("calculation timed out task=%d after=%ss", task.id, _seconds(timeout))
+        METRICS.count("evaluation_timeouts")
+        METRICS.evaluated(time.monotonic() - running[1])
         self._replace(evaluator, task)
         return [Outcome(task, None, f"calculation timed out after {_seconds(timeout)} s")]
 

@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from core.database import load_query
 from core.settings import CalculatorSettings
+from worker.metrics import METRICS
 
 # The readers (sql/queries/queue_stats.sql) count a Calculator as gone after
 # three missed heartbeats (15 s).
@@ -29,7 +30,7 @@ class Registration:
         }
 
     def heartbeat(self, conn: psycopg.Connection) -> None:
-        conn.execute(load_query("heartbeat"), self.params)
+        conn.execute(load_query("heartbeat"), {**self.params, "metrics": Jsonb(METRICS.snapshot())})
 
     def deregister(self, conn: psycopg.Connection) -> None:
         conn.execute("DELETE FROM calculators WHERE id = %s", (self.id,))

@@ -1,0 +1,171 @@
+"""The page at / in a real browser (headless Chromium): the playground, the
+live overview, the task list, the cancel button. Not collected when no
+Chromium is installed (see conftest.py); DASHBOARD_SCREENSHOTS=dir saves
+the screenshots the README shows."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from flask import jsonify, request
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from werkzeug.serving import make_server
+
+from tests.browser import Chromium
+from tests.support import insert, wait_done
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    browser = Chromium()
+    yield browser.driver
+    browser.quit()
+
+
+@pytest.fixture
+def site(api_url, db):
+    """The API behind a real HTTP server, with a stand-in cancel endpoint
+    (cancellation is another piece of work; this checks the page's wiring)."""
+    from api import create_app
+    app = create_app({"DATABASE_URL": api_url, "TESTING": True,
+                      "DASHBOARD_CANCEL_URL": "/test-cancel/{id}"})
+    app.cancel_requests = []
+
+    @app.post("/test-cancel/<int:task_id>")
+    def cancel(task_id):
+        app.cancel_requests.append((task_id, request.headers.get("Origin"),
+                                    request.headers.get("Sec-Fetch-Site")))
+        return jsonify({"expression_id": task_id, "status": "cancelled"})
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+    app.extensions["result_waiter"].close()
+    app.extensions["pool"].close()
+
+
+def wait(driver, condition, timeout=20, message=""):
+    # The live parts are replaced as the page refreshes them: an element read
+    # a moment ago may be gone (stale), which only means "look again".
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
+
+
+def text_of(driver, css) -> str:
+    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def screenshot(driver, name):
+    target = os.environ.get("DASHBOARD_SCREENSHOTS")
+    if target:
+        driver.execute_script("window.scrollTo(0, 0)")
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1280, min(max(height + 120, 800), 1500))
+        driver.save_screenshot(os.path.join(target, f"{name}.png"))
+        driver.set_window_size(1280, 1000)
+
+
+def submit(driver, expression, variables=""):
+    field = driver.find_element(By.ID, "expression")
+    field.clear()
+    field.send_keys(expression)
+    driver.find_element(By.ID, "variables").clear()
+    driver.find_element(By.ID, "variables").send_keys(variables, Keys.ENTER)  # Enter submits
+
+
+def test_playground_results_errors_and_refusals(chromium, site, calculators, db):
+    _, base = site
+    chromium.get(base + "/")
+    submit(chromium, "x*t**y", "x=10, y=1, t=11")
+    # No Calculator yet: the page waits (a long poll) and shows the result when it comes.
+    wait(chromium, lambda d: "calculating" in text_of(d, "#submissions li"), message="pending")
+    calculators()
+    wait(chromium, lambda d: "= 110" in text_of(d, "#submissions li"), message="110")
+    submit(chromium, "1/0")
+    wait(chromium, lambda d: "error: division by zero" in text_of(d, "#submissions li"), message="1/0")
+
+    submit(chromium, "2 +* 3")
+    alert = wait(chromium, lambda d: d.find_element(By.ID, "expression-error").is_displayed()
+                 and d.find_element(By.ID, "expression-error"))
+    assert "parse error at column 4" in alert.text
+    assert alert.find_element(By.CSS_SELECTOR, "mark").text == "*"  # the spot is marked
+    assert chromium.find_element(By.ID, "expression").get_attribute("aria-invalid") == "true"
+    screenshot(chromium, "dashboard-refused")
+    submit(chromium, "x+1", "x=ten")
+    wait(chromium, lambda d: "'ten' is not a number" in d.find_element(By.ID, "expression-error").text,
+         message=chromium.find_element(By.ID, "expression-error").get_attribute("outerHTML"))
+    submit(chromium, "sqrt(x)", "x=16")
+    wait(chromium, lambda d: "= 4.0" in text_of(d, "#submissions li"))
+    assert not chromium.find_element(By.ID, "expression-error").is_displayed()
+    # the overview and the task list follow without waiting for their next turn
+    wait(chromium, lambda d: d.find_element(By.ID, "stat-done").text == "2"
+         and len(d.find_elements(By.CSS_SELECTOR, "#recent-tasks tbody tr")) == 3, timeout=4)
+    screenshot(chromium, "dashboard-playground")
+
+    # The submissions stay listed across a reload of the page.
+    chromium.refresh()
+    wait(chromium, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#submissions li")) == 3)
+    assert "= 110" in text_of(chromium, "#submissions li")
+    assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 3
+
+
+def test_overview_follows_100_inserted_tasks(chromium, site, calculators, db):
+    _, base = site
+    db.execute("DELETE FROM calculators")  # those killed by earlier tests
+    chromium.get(base + "/")
+    wait(chromium, lambda d: d.find_element(By.ID, "stat-pending").text == "0")
+    assert "No Calculator" in chromium.find_element(By.ID, "overview").text
+    db.execute("INSERT INTO tasks (expression, variables) "
+               "SELECT 'x^2', jsonb_build_object('x', g) FROM generate_series(1, 99) g")
+    db.execute("INSERT INTO tasks (expression) VALUES ('sqrt(-1)')")
+    wait(chromium, lambda d: d.find_element(By.ID, "stat-pending").text == "100", message="100 pending")
+    calculators()
+    wait(chromium, lambda d: d.find_element(By.ID, "stat-pending").text == "0"
+         and d.find_element(By.ID, "stat-done").text == "99"
+         and d.find_element(By.ID, "stat-error").text == "1", timeout=30, message="all done")
+    calculators_table = chromium.find_element(By.ID, "overview").text
+    assert "Live Calculators (1)" in calculators_table and "task_num=100" in calculators_table
+    # the sparkline has drawn the rate from the totals it saw move
+    wait(chromium, lambda d: d.find_element(By.CSS_SELECTOR, "#sparkline polyline").get_attribute("points"))
+    wait(chromium, lambda d: "math domain error" in text_of(d, "#recent-failures"), message="failures")
+    screenshot(chromium, "dashboard-overview")
+
+
+def test_tasks_filter_detail_and_cancel(chromium, site, db):
+    app, base = site
+    db.execute("INSERT INTO tasks (expression, status, error, finished_at) "
+               "VALUES ('1/0', 'error', 'division by zero', now())")
+    pending = insert(db, "2+2")
+    chromium.get(base + "/")
+    wait(chromium, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recent-tasks tbody tr")) == 2)
+
+    Select(chromium.find_element(By.ID, "status")).select_by_value("error")
+    wait(chromium, lambda d: [r.get_attribute("data-status") for r in
+                              d.find_elements(By.CSS_SELECTOR, "#recent-tasks tbody tr")] == ["error"])
+    assert chromium.current_url.endswith("/?status=error")
+    Select(chromium.find_element(By.ID, "status")).select_by_value("pending")
+    wait(chromium, lambda d: [r.get_attribute("data-id") for r in
+                              d.find_elements(By.CSS_SELECTOR, "#recent-tasks tbody tr")] == [str(pending)])
+
+    lookup = chromium.find_element(By.ID, "task-id")
+    lookup.clear()
+    lookup.send_keys("1", Keys.ENTER)
+    wait(chromium, lambda d: "Task 1" in d.find_element(By.ID, "task-detail").text
+         and "division by zero" in d.find_element(By.ID, "task-detail").text)
+    lookup.clear()
+    lookup.send_keys("999", Keys.ENTER)
+    wait(chromium, lambda d: "No task with id 999" in d.find_element(By.ID, "task-detail").text)
+
+    chromium.find_element(By.CSS_SELECTOR, f'#recent-tasks button.cancel[data-id="{pending}"]').click()
+    wait(chromium, lambda d: f"Task {pending} cancelled." in d.find_element(By.ID, "refresh-state").text)
+    assert app.cancel_requests == [(pending, base, "same-origin")]

@@ -1,0 +1,195 @@
+"""GET /metrics: the figures move as tasks are submitted, finish and time
+out; HTTP durations add up across gunicorn's worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.http_client import request
+from tests.support import ROOT, insert, wait_done, wait_for
+from tools.pgcluster import free_port
+
+RUNAWAY = "9**(9**9)"
+SLOW = "fac(300000) / fac(299999)"  # a second or two of honest work
+
+
+def parse(text: str) -> dict:
+    """{(sample name, (sorted label pairs)): value}"""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def scrape(client) -> dict:
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    return parse(response.get_data(as_text=True))
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def calculator_value(samples: dict, name: str, **labels) -> float:
+    """The sum over every live Calculator."""
+    return sum(v for (n, pairs), v in samples.items()
+               if n == name and all((k, labels[k]) in pairs for k in labels))
+
+
+def test_http_durations_by_route_and_status(client, db):
+    before = scrape(client)
+    for _ in range(3):
+        assert client.get("/api/stats").status_code == 200
+    assert client.get("/api/result/abc").status_code == 400
+    assert client.get("/no/such/path").status_code == 404
+    after = scrape(client)
+    count = "calculator_http_request_duration_seconds_count"
+    moved = [value(after, count, **labels) - value(before, count, **labels) for labels in (
+        {"method": "GET", "route": "/api/stats", "status": "200"},
+        {"method": "GET", "route": "/api/result/<expression_id>", "status": "400"},
+        {"method": "GET", "route": "(unmatched)", "status": "404"})]
+    assert moved == [3, 1, 1]
+
+
+def test_queue_and_calculator_figures_move_as_tasks_finish_and_time_out(client, db, calculators):
+    db.execute("DELETE FROM calculators")  # those killed by earlier tests
+    samples = scrape(client)
+    assert value(samples, "calculator_database_up") == 1
+    assert value(samples, "calculator_queue_pending_tasks") == 0
+    assert value(samples, "calculator_live_calculators") == 0
+
+    ids = [insert(db, "2+2"), insert(db, "x*t**y", '{"x": 10, "y": 1, "t": 11}'), insert(db, "1/0")]
+    samples = scrape(client)
+    assert value(samples, "calculator_queue_pending_tasks") == 3
+    assert value(samples, "calculator_queue_queued_tasks") == 3
+    assert value(samples, "calculator_queue_oldest_pending_age_seconds") > 0
+
+    calc = calculators(calculation_timeout=1, num_processes=1)
+    wait_done(db, ids)
+    samples = scrape(client)
+    assert value(samples, "calculator_queue_pending_tasks") == 0
+    assert value(samples, "calculator_queue_finished_tasks_total", status="done") == 2
+    assert value(samples, "calculator_queue_finished_tasks_total", status="error") == 1
+    assert value(samples, "calculator_live_calculators") == 1
+    # The Calculator's own figures arrive with its next heartbeat.
+    samples = wait_for(lambda: (s := scrape(client)) and
+                       calculator_value(s, "calculator_results_stored_total") == 3 and s,
+                       timeout=20, interval=0.5, message="the Calculator's figures")
+    assert calculator_value(samples, "calculator_evaluation_duration_seconds_count") == 3
+    assert calculator_value(samples, "calculator_evaluation_duration_seconds_bucket", le="+Inf") == 3
+    assert calculator_value(samples, "calculator_claim_size_tasks_count") >= 1
+    assert calculator_value(samples, "calculator_claim_size_tasks_sum") == 3
+    assert calculator_value(samples, "calculator_evaluation_timeouts_total") == 0
+    assert calculator_value(samples, "calculator_heartbeat_age_seconds") < 15
+
+    runaway = insert(db, RUNAWAY)
+    wait_done(db, [runaway], timeout=30)
+    samples = wait_for(lambda: (s := scrape(client)) and
+                       calculator_value(s, "calculator_evaluation_timeouts_total") == 1 and s,
+                       timeout=20, interval=0.5, message="the timeout to be counted")
+    assert calculator_value(samples, "calculator_evaluation_processes_killed_total") == 1
+    assert calculator_value(samples, "calculator_evaluation_processes_died_total") == 0
+    assert calculator_value(samples, "calculator_results_stored_total") == 4
+    assert calculator_value(samples, "calculator_evaluation_duration_seconds_sum") >= 1
+    assert value(samples, "calculator_queue_finished_tasks_total", status="error") == 2
+
+    os.kill(wait_for(calc.evaluator_pids, message="the new evaluation process")[0], signal.SIGKILL)
+    wait_for(lambda: calculator_value(scrape(client), "calculator_evaluation_processes_died_total") == 1,
+             timeout=20, interval=0.5, message="the death to be counted")
+
+
+def test_a_stale_result_is_counted(client, db, calculators):
+    """The task is finished by someone else (as by a Calculator that took
+    over after the lease ran out) while this one calculates it."""
+    db.execute("DELETE FROM calculators")  # those killed by earlier tests
+    calc = calculators(num_processes=1)
+    task_id = insert(db, SLOW)
+    wait_for(lambda: f"claimed ids={task_id}" in calc.log(), message="the claim")
+    db.execute("UPDATE tasks SET status = 'done', result = '300000.0', finished_at = now(), "
+               "lease_token = gen_random_uuid() WHERE id = %s", (task_id,))
+    wait_for(lambda: "discarded stale results" in calc.log(), timeout=30, message="the stale result")
+    wait_for(lambda: calculator_value(scrape(client), "calculator_stale_results_discarded_total") == 1,
+             timeout=20, interval=0.5, message="the stale result to be counted")
+    assert calculator_value(scrape(client), "calculator_results_stored_total") == 0
+
+
+def test_a_scrape_without_the_database_still_answers(db):
+    from api import create_app
+    from core.settings import ApiSettings
+    app = create_app({"DATABASE_URL": f"postgresql://127.0.0.1:{free_port()}/none",
+                      "CHECK_SCHEMA": False, "SETTINGS": ApiSettings(db_timeout=0.3)})
+    try:
+        samples = scrape(app.test_client())
+        assert value(samples, "calculator_database_up") == 0
+        assert not any(name.startswith("calculator_queue") for name, _ in samples)
+    finally:
+        app.extensions["pool"].close()
+
+
+@pytest.mark.parametrize("given_dir", [True, False], ids=["PROMETHEUS_MULTIPROC_DIR set", "unset"])
+def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path, given_dir):
+    """Two worker processes answer; every scrape, whichever answers it, counts all requests."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(DATABASE_URL=api_url, BIND=f"127.0.0.1:{port}", PYTHONPATH=str(ROOT),
+               WEB_CONCURRENCY="2", GUNICORN_THREADS="2", TMPDIR=str(tmp_path))
+    if given_dir:
+        metrics_dir = tmp_path / "prometheus"
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        metrics_dir.mkdir()
+        (metrics_dir / "histogram_1.db").write_bytes(b"left over from an earlier run")
+    log = open(tmp_path / "gunicorn.log", "wb")
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py"],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(base), timeout=30, interval=0.1, message="gunicorn")
+
+        def hammer():
+            for _ in range(25):
+                assert request(base, "GET", "/healthz")[0] == 200
+
+        if not given_dir:  # gunicorn made one in TMPDIR
+            wait_for(lambda: list(tmp_path.glob("calculator-metrics-*")), timeout=10,
+                     message="gunicorn's metrics directory")
+            (metrics_dir,) = tmp_path.glob("calculator-metrics-*")
+
+        def both_workers_answered():
+            # Which worker accepts a connection is the kernel's choice: keep
+            # sending until each has recorded a request (or the deadline).
+            threads = [threading.Thread(target=hammer) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            return len([p for p in metrics_dir.iterdir() if p.name.startswith("histogram_")]) == 2
+
+        wait_for(both_workers_answered, timeout=60, interval=0, message="both workers to answer")
+        key = {"method": "GET", "route": "/healthz", "status": "200"}
+        for _ in range(6):  # scrapes land on either worker
+            status, _, text = request(base, "GET", "/metrics")
+            assert status == 200
+            # the readiness polls above count too: at least our 200, never a share of them
+            assert 200 <= value(parse(text), "calculator_http_request_duration_seconds_count", **key) <= 200 + 300
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    assert not list(tmp_path.glob("calculator-metrics-*")), "the directory gunicorn made is removed"
+
+
+def _answers(base: str):
+    try:
+        return request(base, "GET", "/healthz", timeout=1)[0] == 200
+    except OSError:
+        return False
