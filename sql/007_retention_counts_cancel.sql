@@ -3,7 +3,9 @@
 --
 --   * status 'cancelled': a pending task cancelled by cancel_tasks();
 --   * task_counts: outcome counters kept as outcomes are stored, so that
---     GET /api/stats never scans the history;
+--     GET /api/stats never scans the history (totals since the database was
+--     created or last truncated: deleting old tasks does not lower them, so
+--     they are proper counters for /metrics);
 --   * task_retention and tasks_maintenance(): finished tasks older than
 --     RESULT_RETENTION deleted in small batches by one Calculator at a time,
 --     and how far that went (which ids answer 410 instead of 404);
@@ -29,8 +31,8 @@ ALTER TABLE tasks
 -- were stored in ('-infinity' holds everything older than two minutes,
 -- folded in by tasks_maintenance), shard is the writing session's pid mod 16,
 -- so concurrent Calculators do not queue behind one hot row. A reader sums at
--- most a few hundred rows: finished rows kept by status, and the results of
--- the last minute for the rate.
+-- most a few hundred rows: outcomes stored by status, and the results of the
+-- last minute for the rate.
 CREATE TABLE task_counts (
     bucket  timestamptz NOT NULL,
     status  text        NOT NULL,
@@ -57,19 +59,6 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION count_deleted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-BEGIN
-    INSERT INTO task_counts AS c (bucket, status, shard, n)
-    SELECT '-infinity', status, pg_backend_pid() % 16, -count(*)
-    FROM old_rows WHERE status <> 'pending'
-    GROUP BY status
-    ORDER BY status
-    ON CONFLICT (bucket, status, shard) DO UPDATE SET n = c.n + excluded.n;
-    RETURN NULL;
-END;
-$$;
-
 CREATE FUNCTION reset_counts_on_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
@@ -82,15 +71,13 @@ $$;
 CREATE TRIGGER tasks_count_updates AFTER UPDATE ON tasks
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION count_status_changes();
-CREATE TRIGGER tasks_count_deletes AFTER DELETE ON tasks
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION count_deleted();
 CREATE TRIGGER tasks_reset_counts AFTER TRUNCATE ON tasks
     FOR EACH STATEMENT EXECUTE FUNCTION reset_counts_on_truncate();
 
 -- Rows inserted already finished (nothing in this service does that; a bulk
 -- load of history might) are not counted by the triggers: a per-row insert
--- trigger would tax every submission. recount_tasks() recounts everything.
+-- trigger would tax every submission. recount_tasks() recounts from the rows
+-- in the table (forgetting those deleted before).
 CREATE FUNCTION recount_tasks() RETURNS void
 LANGUAGE sql AS $$
     LOCK TABLE tasks IN SHARE MODE;
