@@ -142,3 +142,15 @@ def test_cancel_from_psql_notifies_the_calculators(db, database_url):
         rows = db.execute("SELECT * FROM cancel_tasks(ARRAY[%s, %s])", (task_id, task_id + 1)).fetchall()
         assert rows == [(task_id, "cancelled", True), (task_id + 1, "unknown", False)]
         assert [n.payload for n in listener.notifies(timeout=2, stop_after=1)] == [str(task_id)]
+
+
+def test_the_dashboard_offers_cancel_for_pending_tasks_and_its_request_is_served(client, db):
+    pending, done = insert(db, "1"), finished(db, "1 minute")
+    html = client.get("/").get_data(as_text=True)
+    assert 'data-cancel-url="/api/result/{id}/cancel"' in html
+    assert f'button type="button" class="cancel" data-id="{pending}"' in html
+    assert f'class="cancel" data-id="{done}"' not in html
+    # What api/static/dashboard.js sends, from the page's own origin.
+    response = client.post(f"/api/result/{pending}/cancel", data="{}", content_type="application/json",
+                           headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"})
+    assert (response.status_code, response.json["status"]) == (200, "cancelled")
