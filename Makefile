@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test run reset migrate bench bench-servers bench-peers chaos oracle compose-smoke clean
+.PHONY: help venv test run reset migrate bench bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
 
 help:
 	@echo "make run      PostgreSQL (data kept in .run/pgdata), migrations, API on :\$${PORT:-5000}, Calculators"
@@ -14,6 +14,7 @@ help:
 	@echo "make chaos    the long chaos run (5,000 expressions under faults)"
 	@echo "make oracle   100,000 generated expressions against the differential oracle"
 	@echo "make bench    run the benchmarks (see BENCHMARKS.md); make bench-peers for PgQueuer/procrastinate"
+	@echo "make bench-growth / bench-steady  costs with 0/1M/5M finished rows; table size under load with a short retention"
 	@echo "make bench-servers  the API under gunicorn gthread, gunicorn gevent and granian, with wrk"
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
 
@@ -58,6 +59,11 @@ bench: venv
 	@$(PY) -m tools.pgbinaries ensure
 	$(PY) -m bench.run
 
+bench-growth: venv
+	$(PY) -m bench.growth
+
+bench-steady: venv
+	$(PY) -m bench.steady
 # granian is only compared, not used: installed here, not in requirements.txt.
 bench-servers: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check granian==2.8.9

@@ -28,7 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # every answer to be JSON, so such a path is simply not found.
     app.url_map.merge_slashes = False
 
-    from api import dashboard, db, errors, expressions, health, metrics, openapi, same_origin, stats
+    from api import cancel, dashboard, db, errors, expressions, health, metrics, openapi, same_origin, stats
     from api.result_waiter import ResultWaiter
     db.init_app(app)
     errors.init_app(app)
@@ -36,6 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     same_origin.init_app(app)
     app.extensions["result_waiter"] = ResultWaiter(app.config["DATABASE_URL"])
     app.register_blueprint(expressions.blueprint)
+    app.register_blueprint(cancel.blueprint)
     app.register_blueprint(stats.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(openapi.blueprint)

@@ -41,12 +41,11 @@ RECENT_FAILURES = 10
 OVERVIEW_POLL_SECONDS = 2
 TASKS_POLL_SECONDS = 5
 
-# MERGE HOOK (cancellation): the URL the page's "Cancel" button POSTs to for
-# a pending task, with {id} for its id, e.g. "/api/expression/{id}/cancel".
-# None: no button. Set it (or app.config["DASHBOARD_CANCEL_URL"]) once the
-# cancel endpoint exists; api/static/dashboard.js does the rest (it shows
-# the answer's "msg" on failure and refreshes the list on success).
-CANCEL_URL: str | None = None
+# The URL the page's "Cancel" button POSTs to for a pending task, with {id}
+# for its id (api/cancel.py); app.config["DASHBOARD_CANCEL_URL"] overrides it,
+# None: no button. api/static/dashboard.js does the rest (it shows the
+# answer's "msg" on failure and refreshes the list on success).
+CANCEL_URL: str | None = "/api/result/{id}/cancel"
 
 
 class _Cache:

@@ -35,6 +35,8 @@ INSERT_TASKS = """
 """
 SELECT_OUTCOME = "SELECT status, result, error FROM tasks WHERE id = %s"
 SELECT_OUTCOMES = "SELECT id, status, result, error FROM tasks WHERE id = ANY(%s)"
+# An id not in tasks: deleted by retention (410) or never issued (404).
+SELECT_RETENTION = "SELECT purged_through, kept_for FROM task_retention"
 MAX_BIGINT = 2**63 - 1
 IDS = re.compile(r"0*[1-9][0-9]*(,0*[1-9][0-9]*)*")  # as api/openapi.json says
 
@@ -143,7 +145,7 @@ def get_result(expression_id: str):
     if row is not None and row[0] == "pending" and wait > 0:
         row = wait_for_outcome(current_app.extensions["result_waiter"], task_id, wait, read_outcome)
     if row is None:
-        raise BadRequest(f"no expression with id {task_id}", 404)
+        raise missing(task_id)
     response = jsonify(outcome_json(task_id, *row))
     if row[0] == "pending":
         response.status_code = 202
@@ -166,10 +168,15 @@ def get_results():
     with connection() as conn:
         found = {r[0]: r[1:] for r in conn.execute(
             SELECT_OUTCOMES, ([i for i in ids if i <= MAX_BIGINT],))}
+        purged_through, kept_for = (conn.execute(SELECT_RETENTION).fetchone()
+                                    if len(found) < len(set(ids)) else (0, None))
     results = []
     for task_id in ids:
         if task_id in found:
             results.append(outcome_json(task_id, *found[task_id]))
+        elif task_id <= purged_through:
+            results.append({"expression_id": task_id, "status": "expired",
+                            "msg": expired_message(task_id, kept_for)})
         else:
             results.append({"expression_id": task_id, "status": "unknown",
                             "msg": f"no expression with id {task_id}"})
@@ -209,7 +216,32 @@ def parse_expression_id(text: str) -> int:
     return int(digits)
 
 
+def missing(task_id: int) -> BadRequest:
+    """The answer for an id not in tasks: 410 if retention deleted it, else 404."""
+    with connection() as conn:
+        purged_through, kept_for = conn.execute(SELECT_RETENTION, prepare=True).fetchone()
+    if task_id <= purged_through:
+        return BadRequest(expired_message(task_id, kept_for), 410)
+    return BadRequest(f"no expression with id {task_id}", 404)
+
+
+def expired_message(task_id: int, kept_for) -> str:
+    kept = f"results are kept for {human_duration(kept_for)}" if kept_for else "its result was deleted"
+    return f"expression {task_id} expired: {kept}"
+
+
+def human_duration(interval) -> str:
+    seconds = round(interval.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
 def outcome_json(task_id: int, status: str, result, error) -> dict:
+    if status == "cancelled":
+        return {"expression_id": task_id, "status": "cancelled"}
     if status == "done":
         return {"expression_id": task_id, "status": "done", "result": result}
     if status == "error":

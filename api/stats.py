@@ -25,7 +25,8 @@ def queue_stats():
             "expired_leases": stats["expired_leases"],
             "oldest_pending_seconds": float(stats["oldest_pending_seconds"] or 0),
         },
-        "outcomes": {"done": stats["done"], "error": stats["errors"]},
+        "outcomes": {"done": int(stats["done"]), "error": int(stats["errors"]),
+                     "cancelled": int(stats["cancelled"])},
         "results_per_second_last_minute": round(float(stats["results_per_second"]), 3),
         "live_calculators": stats["live_calculators"],
     })

@@ -36,6 +36,27 @@ def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[
     return raw
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds, from "90", "90s", "15m", "12h" or "7d"."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], None)
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):  # also refuses nan
+        raise SettingsError(f"{name} must be a duration such as 3600, 90s, 15m, 12h or 7d "
+                            f"(0 for none), got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ExpressionLimits:
     """What the API accepts, and what the Calculator accepts from psql."""
@@ -74,6 +95,8 @@ class CalculatorSettings:
     lock_timeout: float = 2.0
     idle_in_transaction_timeout: float = 60.0
     tcp_keepalive: float = 10.0
+    # Finished tasks older than this many seconds are deleted (0: kept forever).
+    result_retention: float = 7 * 86400.0
     limits: ExpressionLimits = ExpressionLimits()
 
     @classmethod
@@ -93,6 +116,7 @@ class CalculatorSettings:
             idle_in_transaction_timeout=_number(environ, "IDLE_IN_TRANSACTION_TIMEOUT",
                                                 cls.idle_in_transaction_timeout, float, minimum=0),
             tcp_keepalive=_number(environ, "TCP_KEEPALIVE", cls.tcp_keepalive, float, minimum=0),
+            result_retention=_duration(environ, "RESULT_RETENTION", cls.result_retention),
             limits=ExpressionLimits.from_env(environ),
         )
         return settings

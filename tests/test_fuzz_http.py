@@ -76,6 +76,24 @@ def test_arbitrary_result_ids(http_server, text):
 
 
 @FUZZ
+@given(text=st.text(max_size=40))
+def test_arbitrary_ids_to_cancel(http_server, text):
+    from urllib.parse import quote
+    status, headers, body = request(http_server, "POST", "/api/result/" + quote(text, safe="") + "/cancel")
+    check_answer(status, headers, body)
+    assert status in (200, 400, 404, 405, 409, 410)
+
+
+@FUZZ
+@given(payload=json_values | st.fixed_dictionaries({"ids": st.lists(st.integers() | json_values, max_size=5)}))
+def test_arbitrary_bulk_cancels(http_server, payload):
+    status, headers, body = request(http_server, "POST", "/api/results/cancel", json.dumps(payload).encode(),
+                                    {"Content-Type": "application/json"})
+    check_answer(status, headers, body)
+    assert status in (200, 400)
+
+
+@FUZZ
 @given(st.recursive(st.integers(0, 10**6).map(str),
                     lambda inner: st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "^", "%"]), inner)
                     .map(lambda t: f"({t[0]}){t[1]}({t[2]})"), max_leaves=12),

@@ -18,6 +18,11 @@ API_MAY_NOT = [
     "TRUNCATE tasks",
     "INSERT INTO tasks (expression, status, error, finished_at) VALUES ('1', 'error', 'forged', now())",
     "DROP TABLE tasks",
+    "SELECT tasks_maintenance(interval '1 second', 10)",
+    "SELECT recount_tasks()",
+    "UPDATE task_retention SET purged_through = 99",
+    "DELETE FROM task_counts",
+    "UPDATE tasks SET status = 'cancelled', finished_at = now()",
     "TRUNCATE idempotency_keys",
     "DROP TABLE idempotency_keys",
 ]
@@ -27,6 +32,11 @@ WORKER_MAY_NOT = [
     "UPDATE tasks SET variables = '{\"x\": 1}'",
     "DELETE FROM tasks",
     "DROP TABLE tasks",
+    "SELECT * FROM cancel_tasks('{1}')",
+    "SELECT recount_tasks()",
+    "UPDATE task_retention SET purged_through = 99",
+    "INSERT INTO task_counts VALUES (now(), 'done', 0, 1000)",
+    "SELECT purged_through FROM task_retention",
     "SELECT * FROM idempotency_keys",
     "INSERT INTO idempotency_keys (key, fingerprint, expression_ids) VALUES ('k', sha256(''), '{1}')",
 ]
@@ -78,3 +88,22 @@ def test_a_pending_task_may_still_be_finished_and_a_finished_one_deleted(db):
     db.execute("UPDATE tasks SET process_at = now() WHERE id = %s", (task_id,))  # not the outcome
     db.execute("DELETE FROM tasks WHERE id = %s", (task_id,))  # retention may delete
     assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+
+
+def test_the_api_role_can_cancel_and_read_the_counters_and_retention(db, api_url):
+    task_id = insert(db, "1+1")
+    with psycopg.connect(api_url, autocommit=True) as conn:
+        assert conn.execute("SELECT status FROM cancel_tasks(%s)", ([task_id],)).fetchone() == ("cancelled",)
+        assert conn.execute("SELECT sum(n) FROM task_counts WHERE status = 'cancelled'").fetchone() == (1,)
+        assert conn.execute("SELECT status FROM task_outcomes(%s)", ([task_id],)).fetchone() == ("cancelled",)
+        conn.execute("SELECT purged_through FROM task_retention").fetchone()
+
+
+def test_the_worker_role_can_delete_old_finished_tasks_only_through_the_maintenance(db, worker_url):
+    old, pending = insert(db, "1"), insert(db, "2")
+    db.execute("UPDATE tasks SET status = 'done', result = '1', finished_at = now() - interval '2 days' "
+               "WHERE id = %s", (old,))
+    db.execute("UPDATE tasks SET created_at = now() - interval '9 days' WHERE id = %s", (pending,))
+    with psycopg.connect(worker_url, autocommit=True) as conn:
+        assert conn.execute("SELECT tasks_maintenance(interval '1 day', 10)").fetchone() == (1,)
+    assert [row[0] for row in db.execute("SELECT id FROM tasks")] == [pending]

@@ -41,9 +41,11 @@ from core.database import connect, error_summary
 from core.logs import format_ids
 from core.migrations import check_schema
 from core.settings import CalculatorSettings
+from worker.cancellation import CHANNEL as CANCELLED_CHANNEL, Cancellation
 from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
 from worker.registry import HEARTBEAT_SECONDS, Registration
+from worker.retention import Retention
 from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend_leases,
                                release_tasks, store_outcomes)
 from worker.trouble import Trouble
@@ -69,6 +71,8 @@ class Calculator:
         self.url = url
         self.pool = EvaluatorPool(settings)
         self.registration = Registration(settings)
+        self.retention = Retention(settings)
+        self.cancellation = Cancellation()
         self.next_heartbeat = 0.0
         self.listen_conn: psycopg.Connection | None = None
         self.work_conn: psycopg.Connection | None = None
@@ -191,6 +195,7 @@ class Calculator:
 
     def _database_work(self) -> None:
         conn = self.work_conn
+        self.unstored = self.cancellation.check(conn, self.pool, self.unstored)
         if self.held_back and time.monotonic() >= self.next_held_back_try:
             retry, self.held_back = self.held_back, []
             try:
@@ -222,6 +227,7 @@ class Calculator:
             self.next_lease_extension = now + self.settings.lease_seconds / 3
         if not self.stopping:
             self._maybe_claim(conn, now)
+            self.retention.maybe_run(conn, now)
 
     def _store(self, conn: psycopg.Connection, outcomes: list[Outcome], skip_locked: bool = False) -> None:
         stored, locked = store_outcomes(conn, outcomes, skip_locked=skip_locked)
@@ -286,7 +292,9 @@ class Calculator:
             os.read(self._wake_read, 512)
         if self.listen_conn is not None and self.listen_conn in ready:
             try:
-                if list(self.listen_conn.notifies(timeout=0)):
+                notifications = list(self.listen_conn.notifies(timeout=0))
+                self.cancellation.note(notifications)
+                if any(n.channel == TASKS_CHANNEL for n in notifications):
                     self.work_expected = True
             except psycopg.Error as error:
                 self._lost_connection(error)
@@ -320,6 +328,10 @@ class Calculator:
                 wake_at.append(self.next_poll)
             if self.held_back:
                 wake_at.append(self.next_held_back_try)
+            wake_at.append(self.retention.next_at)
+            cancellation_check = self.cancellation.next_check(self.pool)
+            if cancellation_check is not None:
+                wake_at.append(cancellation_check)
         deadline = self.pool.next_deadline()
         if deadline is not None:
             wake_at.append(deadline)
@@ -339,6 +351,7 @@ class Calculator:
                          [part for item in session.items() for part in item])
             listen = connect(self.url, application_name="calculator-listen", **keepalives)
             listen.execute(f"LISTEN {TASKS_CHANNEL}")
+            listen.execute(f"LISTEN {CANCELLED_CHANNEL}")
         except BaseException:
             for conn in (work, listen):
                 if conn is not None:

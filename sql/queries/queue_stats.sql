@@ -1,14 +1,27 @@
 -- GET /api/stats: the queue, the outcomes and the live Calculators, in one
--- round trip. The pending counts use the partial index of pending rows; the
--- done/error totals scan the table (fine for millions of rows, a second or
--- so beyond that: use the per-minute figures for dashboards).
-SELECT
-    count(*) FILTER (WHERE status = 'pending' AND lease_token IS NULL)                       AS queued,
-    count(*) FILTER (WHERE status = 'pending' AND lease_token IS NOT NULL AND process_at > now())  AS leased,
-    count(*) FILTER (WHERE status = 'pending' AND lease_token IS NOT NULL AND process_at <= now()) AS expired_leases,
-    count(*) FILTER (WHERE status = 'done')                                                  AS done,
-    count(*) FILTER (WHERE status = 'error')                                                 AS errors,
-    extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))            AS oldest_pending_seconds,
-    (SELECT count(*) FROM tasks WHERE finished_at > now() - interval '1 minute') / 60.0     AS results_per_second,
-    (SELECT count(*) FROM calculators WHERE heartbeat_at > now() - interval '15 seconds')    AS live_calculators
-FROM tasks
+-- round trip, at a cost that does not grow with the history kept:
+--   * the queue from the partial index of pending rows (as long as the queue);
+--   * finished tasks kept, by status, and the results of the last minute from
+--     the task_counts counters the triggers keep as outcomes are stored
+--     (sql/007_retention_counts_cancel.sql): a few hundred rows at most.
+WITH queue AS (
+    SELECT
+        count(*) FILTER (WHERE lease_token IS NULL)                              AS queued,
+        count(*) FILTER (WHERE lease_token IS NOT NULL AND process_at > now())   AS leased,
+        count(*) FILTER (WHERE lease_token IS NOT NULL AND process_at <= now())  AS expired_leases,
+        extract(epoch FROM now() - min(created_at))                              AS oldest_pending_seconds
+    FROM tasks
+    WHERE status = 'pending'
+),
+outcomes AS (
+    SELECT
+        coalesce(sum(n) FILTER (WHERE status = 'done'), 0)       AS done,
+        coalesce(sum(n) FILTER (WHERE status = 'error'), 0)      AS errors,
+        coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)  AS cancelled,
+        coalesce(sum(n) FILTER (WHERE status IN ('done', 'error')
+                                  AND bucket >= now() - interval '60 seconds'), 0) / 60.0 AS results_per_second
+    FROM task_counts
+)
+SELECT queue.*, outcomes.*,
+       (SELECT count(*) FROM calculators WHERE heartbeat_at > now() - interval '15 seconds') AS live_calculators
+FROM queue, outcomes

@@ -17,20 +17,26 @@
 -- "check everything you wait for".
 --
 -- Parameters are parallel arrays: ids, lease tokens, results (JSON text or
--- NULL) and errors (text or NULL).
-WITH outcome AS (
-    SELECT *
-    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::text[], %(errors)s::text[])
-        AS o(id, lease_token, result, error)
-),
-stored AS (
+-- NULL) and errors (text or NULL); a row finds its own by array_position.
+--
+-- No join on purpose: the cost of a store is its own rows, whatever the
+-- planner believes about the queue. Joined to unnest(...) on id, after an
+-- ANALYZE that saw a long history and no pending rows the planner estimates
+-- "1 pending row" and hash-joins against a scan of every pending row (the
+-- whole queue, dead index entries included) on every store: that is why one
+-- Calculator's drain rate fell to 0.5-0.66x with 5M finished rows
+-- (bench/growth.py, BENCHMARKS.md). Here both indexes on id can only be
+-- searched for the batch's ids.
+WITH stored AS (
     UPDATE tasks t
-    SET status = CASE WHEN o.error IS NULL THEN 'done' ELSE 'error' END,
-        result = o.result::jsonb,
-        error = o.error,
+    SET status = CASE WHEN (%(errors)s::text[])[array_position(%(ids)s::bigint[], t.id)] IS NULL
+                      THEN 'done' ELSE 'error' END,
+        result = ((%(results)s::text[])[array_position(%(ids)s::bigint[], t.id)])::jsonb,
+        error = (%(errors)s::text[])[array_position(%(ids)s::bigint[], t.id)],
         finished_at = clock_timestamp()
-    FROM outcome o
-    WHERE t.id = o.id AND t.lease_token = o.lease_token AND t.status = 'pending'
+    WHERE t.id = ANY(%(ids)s::bigint[])
+      AND t.lease_token = (%(tokens)s::uuid[])[array_position(%(ids)s::bigint[], t.id)]
+      AND t.status = 'pending'
     RETURNING t.id
 ),
 announced AS (

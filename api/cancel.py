@@ -1,0 +1,77 @@
+"""Cancelling pending tasks.
+
+    POST /api/result/<id>/cancel                 -> 200 the cancelled outcome
+    POST /api/results/cancel   {"ids": [1, 2]}   -> 200 one entry per id
+
+A POST to a "cancel" action rather than DELETE /api/result/<id>: nothing is
+deleted (GET keeps answering, with "status": "cancelled"), the request may
+fail because of the task's state (409 once it finished), and the same verb
+serves the bulk form. Cancelling twice is harmless: a cancelled task answers
+200 "cancelled" again. The rule lives in cancel_tasks()
+(sql/007_retention_counts_cancel.sql), which psql users call too.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from flask import Blueprint, current_app, jsonify
+
+from api.db import connection
+from api.errors import BadRequest
+from api.expressions import MAX_BIGINT, SELECT_RETENTION, expired_message, missing, parse_expression_id
+from api.request_body import json_object
+from core.expression import json_type
+
+blueprint = Blueprint("cancel", __name__, url_prefix="/api")
+
+CANCEL = "SELECT id, status, cancelled_now FROM cancel_tasks(%s::bigint[])"
+
+
+@blueprint.post("/result/<expression_id>/cancel")
+def cancel_one(expression_id: str):
+    task_id = parse_expression_id(expression_id)
+    with connection() as conn:
+        _, status, _ = conn.execute(CANCEL, ([task_id],)).fetchone()
+    if status == "cancelled":
+        return jsonify({"expression_id": task_id, "status": "cancelled"})
+    if status in ("expired", "unknown"):
+        raise missing(task_id)
+    raise BadRequest(f"expression {task_id} already finished ({status}): it cannot be cancelled", 409)
+
+
+@blueprint.post("/results/cancel")
+def cancel_many():
+    body = json_object(required={"ids"})
+    ids = body["ids"]
+    max_batch = current_app.config["SETTINGS"].max_batch
+    if not isinstance(ids, list):
+        raise BadRequest(f"'ids' must be an array, not {json_type(ids)}")
+    if not 1 <= len(ids) <= max_batch:
+        raise BadRequest(f"'ids' must hold 1 to {max_batch} ids, not {len(ids)}")
+    ids = [_task_id(value) for value in ids]
+    with connection() as conn:
+        rows = conn.execute(CANCEL, (ids,)).fetchall()
+        kept_for = (conn.execute(SELECT_RETENTION).fetchone()[1]
+                    if any(row[1] == "expired" for row in rows) else None)
+    return jsonify({"results": [_entry(*row, kept_for) for row in rows]})
+
+
+def _task_id(value) -> int:
+    """An id from the JSON body (numbers arrive as Decimal, as written)."""
+    if isinstance(value, Decimal) and value.is_finite() and value.as_tuple().exponent == 0:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BIGINT:
+        raise BadRequest(f"an id must be a positive integer, not {str(value)[:40]!r}")
+    return value
+
+
+def _entry(task_id: int, status: str, cancelled_now: bool, kept_for) -> dict:
+    entry = {"expression_id": task_id, "status": status, "cancelled": status == "cancelled"}
+    if status in ("done", "error"):
+        entry["msg"] = f"already finished ({status}): not cancelled"
+    elif status == "expired":
+        entry["msg"] = expired_message(task_id, kept_for)
+    elif status == "unknown":
+        entry["msg"] = f"no expression with id {task_id}"
+    return entry
