@@ -66,13 +66,23 @@ def current_version(conn: psycopg.Connection) -> int:
     return row[0]
 
 
+def missing_versions(conn: psycopg.Connection) -> list[int]:
+    """Versions of sql/ not applied to this database (any, not only the newest)."""
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")} if row[0] else set()
+    return [m.version for m in available_migrations() if m.version not in done]
+
+
 def check_schema(conn: psycopg.Connection) -> int:
-    """The schema version; SchemaError with instructions if it is behind."""
+    """The schema version; SchemaError with instructions if it is behind, or if
+    any migration is missing (a branch's lower number merged after a higher one)."""
     have, need = current_version(conn), required_version()
-    if have < need:
+    missing = missing_versions(conn)
+    if have < need or missing:
         raise SchemaError(
-            f"the database schema is at version {have} but this code needs version {need}: "
-            "run `python -m core.migrations` (or `make migrate`) first")
+            f"the database schema is at version {have} but this code needs version {need}"
+            + (f" (missing: {', '.join(map(str, missing))})" if missing and have >= need else "")
+            + ": run `python -m core.migrations` (or `make migrate`) first")
     return have
 
 

@@ -58,6 +58,12 @@ def test_code_refuses_a_schema_that_is_behind(empty_database):
         conn.execute("DELETE FROM schema_migrations WHERE version = %s", (required_version(),))
         with pytest.raises(SchemaError, match=f"needs version {required_version()}"):
             check_schema(conn)
+        apply_migrations(conn)
+        # A lower number merged after a higher one was applied: applied too,
+        # and until then the schema is behind.
+        conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+        with pytest.raises(SchemaError, match="missing: 5"):
+            check_schema(conn)
 
 
 def test_the_calculator_exits_with_a_clear_message_on_an_old_schema(empty_database, tmp_path):
