@@ -3,6 +3,7 @@ own is stopped and started under a running API and Calculator."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
