@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from api.db import connection
 from api.errors import BadRequest
 from api.expressions import MAX_BIGINT, SELECT_RETENTION, expired_message, missing, parse_expression_id
-from api.request_body import json_object
-from core.expression import json_type
+from api.request_body import batch, json_object
 
 blueprint = Blueprint("cancel", __name__, url_prefix="/api")
 
@@ -43,13 +42,7 @@ def cancel_one(expression_id: str):
 @blueprint.post("/results/cancel")
 def cancel_many():
     body = json_object(required={"ids"})
-    ids = body["ids"]
-    max_batch = current_app.config["SETTINGS"].max_batch
-    if not isinstance(ids, list):
-        raise BadRequest(f"'ids' must be an array, not {json_type(ids)}")
-    if not 1 <= len(ids) <= max_batch:
-        raise BadRequest(f"'ids' must hold 1 to {max_batch} ids, not {len(ids)}")
-    ids = [_task_id(value) for value in ids]
+    ids = [_task_id(value) for value in batch(body, "ids", "ids")]
     with connection() as conn:
         rows = conn.execute(CANCEL, (ids,)).fetchall()
         kept_for = (conn.execute(SELECT_RETENTION).fetchone()[1]

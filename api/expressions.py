@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from api.db import connection, end_transaction, notify_tasks_inserted
 from api.errors import BadRequest
 from api.idempotency import idempotency_key, submit_once
-from api.request_body import json_object
+from api.request_body import batch, json_object
 from api.result_waiter import wait_for_outcome
 from core.expression import (ExpressionError, check_variable_names, check_variables,
                              compile_expression, json_type, variables_to_json)
@@ -95,12 +95,7 @@ def submit_expression():
 @blueprint.post("/expressions")
 def submit_expressions():
     body = json_object(required={"items"})
-    items = body["items"]
-    max_batch = current_app.config["SETTINGS"].max_batch
-    if not isinstance(items, list):
-        raise BadRequest(f"'items' must be an array, not {json_type(items)}")
-    if not 1 <= len(items) <= max_batch:
-        raise BadRequest(f"'items' must hold 1 to {max_batch} submissions, not {len(items)}")
+    items = batch(body, "items", "submissions")
     accepted, errors = [], []
     for index, item in enumerate(items):
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 
 from api.errors import BadRequest
 from core.expression import decode_json, json_type
@@ -33,3 +33,14 @@ def json_object(required: set[str], optional: set[str] = frozenset()) -> dict[st
     if unknown:
         raise BadRequest("unknown key(s): " + ", ".join(unknown))
     return body
+
+
+def batch(body: dict[str, Any], key: str, noun: str) -> list:
+    """body[key] as a list of 1 to MAX_BATCH entries, or a 400 saying what is wrong."""
+    entries = body[key]
+    max_batch = current_app.config["SETTINGS"].max_batch
+    if not isinstance(entries, list):
+        raise BadRequest(f"'{key}' must be an array, not {json_type(entries)}")
+    if not 1 <= len(entries) <= max_batch:
+        raise BadRequest(f"'{key}' must hold 1 to {max_batch} {noun}, not {len(entries)}")
+    return entries

@@ -21,7 +21,7 @@ import psycopg
 
 from core.migrations import apply_migrations
 from tests.browser import Chromium
-from tests.http_client import request
+from tests.http_client import answers
 from tests.support import ROOT, wait_for
 from tools.pgcluster import LocalPostgres, free_port
 
@@ -50,7 +50,7 @@ def measure(url: str, tabs: int, seconds: float, cache: str) -> dict:
     base = f"http://127.0.0.1:{port}"
     browser = None
     try:
-        wait_for(lambda: _answers(base), timeout=30, interval=0.1, message="the API")
+        wait_for(lambda: answers(base, "/readyz"), timeout=30, interval=0.1, message="the API")
         browser = Chromium()
         driver = browser.driver
         for index in range(tabs):
@@ -78,13 +78,6 @@ def measure(url: str, tabs: int, seconds: float, cache: str) -> dict:
     top = [(r[0], round(r[1], 1), " ".join(r[2].split())[:70]) for r in rows[:4]]
     return {"tabs": tabs, "visible": visible, "cache_seconds": cache, "statements_per_second": calls / seconds,
             "database_ms_per_second": ms / seconds, "top": top}
-
-
-def _answers(base: str) -> bool:
-    try:
-        return request(base, "GET", "/readyz", timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import JOB, JOB_VARIABLES, WORKDIR
-from tests.http_client import request
+from tests.http_client import answers
 from tests.support import ROOT, wait_for
 from tools.pgcluster import free_port
 
@@ -32,19 +32,13 @@ def gunicorn(url: str, app: str | None = None, **env):
     process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(base), timeout=30, interval=0.05, message="gunicorn")
+        wait_for(lambda: answers(base), timeout=30, interval=0.05, message="gunicorn")
         yield base, process
     finally:
         process.terminate()
         process.wait(30)
         log.close()
 
-
-def _answers(base: str) -> bool:
-    try:
-        return request(base, "GET", "/healthz", timeout=1)[0] == 200
-    except OSError:
-        return False
 
 
 def load(base: str, method: str, paths: list[str], body: bytes | None, clients: int,

@@ -31,7 +31,7 @@ import psycopg
 
 from bench.common import WORKDIR, database
 from bench.http_load import SUBMISSION, load, pgbench_insert_tps, wrk_start
-from tests.http_client import request
+from tests.http_client import answers
 from tests.support import ROOT, wait_for
 from tools.pgcluster import free_port
 
@@ -73,7 +73,7 @@ def server(name: str, url: str, **env):
                                start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(base) or process.poll() is not None, timeout=30, interval=0.05,
+        wait_for(lambda: answers(base) or process.poll() is not None, timeout=30, interval=0.05,
                  message=name)
         assert process.poll() is None, (WORKDIR / f"{name}-{port}.log").read_text()
         yield base, process
@@ -85,12 +85,6 @@ def server(name: str, url: str, **env):
             process.kill()
         log.close()
 
-
-def _answers(base: str) -> bool:
-    try:
-        return request(base, "GET", "/healthz", timeout=1)[0] == 200
-    except OSError:
-        return False
 
 
 def rss_mib(pid: int) -> float:

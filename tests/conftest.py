@@ -29,14 +29,6 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
-def pytest_report_header(config):
-    from tests.browser import find_chromium
-    if find_chromium() is None:
-        return ["browser tests: NOT RUN, no Chromium found "
-                "(apt-get install chromium chromium-driver, or set CHROMIUM and CHROMEDRIVER)"]
-    return ["browser tests: with {} and {}".format(*find_chromium())]
-
-
 def pytest_sessionstart(session):
     """Without a server to test against, say what to install in one line."""
     if not os.environ.get("TEST_DATABASE_URL"):
@@ -47,12 +39,22 @@ def pytest_sessionstart(session):
 
 
 def pytest_report_header(config):
+    """Which PostgreSQL the tests run on, and whether the browser tests run."""
+    from tests.browser import find_chromium
+    lines = []
     if os.environ.get("TEST_DATABASE_URL"):
-        return "server: the PostgreSQL at TEST_DATABASE_URL"
-    try:
-        return f"server: {choose_server().describe()}"
-    except PostgresError:
-        return None
+        lines.append("server: the PostgreSQL at TEST_DATABASE_URL")
+    else:
+        try:
+            lines.append(f"server: {choose_server().describe()}")
+        except PostgresError:
+            pass
+    if find_chromium() is None:
+        lines.append("browser tests: NOT RUN, no Chromium found "
+                     "(apt-get install chromium chromium-driver, or set CHROMIUM and CHROMEDRIVER)")
+    else:
+        lines.append("browser tests: with {} and {}".format(*find_chromium()))
+    return lines
 
 
 @pytest.fixture(scope="session")

@@ -30,3 +30,11 @@ def request(base_url: str, method: str, path: str, body: bytes | str | None = No
 def post_json(base_url: str, path: str, payload) -> tuple:
     return request(base_url, "POST", path, json.dumps(payload),
                    {"Content-Type": "application/json"})
+
+
+def answers(base_url: str, path: str = "/healthz") -> bool:
+    """Whether a server at base_url answers path with 200 (for waiting until it does)."""
+    try:
+        return request(base_url, "GET", path, timeout=2)[0] == 200
+    except OSError:
+        return False

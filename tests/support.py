@@ -163,13 +163,10 @@ class ApiServer:
         wait_for(self._answers, timeout=30, interval=0.05, message="gunicorn to answer")
 
     def _answers(self) -> bool:
-        from tests.http_client import request
+        from tests.http_client import answers
         if self.process.poll() is not None:
             raise AssertionError(f"gunicorn exited: {self.log_path.read_text()}")
-        try:
-            return request(self.base, "GET", "/healthz", timeout=1)[0] == 200
-        except OSError:
-            return False
+        return answers(self.base)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
 from tests.browser import Chromium
-from tests.support import insert, wait_done
+from tests.support import insert
 
 pytestmark = pytest.mark.timeout(120)
 

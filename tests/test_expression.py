@@ -6,7 +6,6 @@ import math
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from decimal import Decimal
 

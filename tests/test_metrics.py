@@ -13,7 +13,7 @@ import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.http_client import request
+from tests.http_client import answers, request
 from tests.support import ROOT, insert, wait_done, wait_for
 from tools.pgcluster import free_port
 
@@ -153,7 +153,7 @@ def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path, gi
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(base), timeout=30, interval=0.1, message="gunicorn")
+        wait_for(lambda: answers(base), timeout=30, interval=0.1, message="gunicorn")
 
         def hammer():
             for _ in range(25):
@@ -186,10 +186,3 @@ def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path, gi
         server.wait(30)
         log.close()
     assert not list(tmp_path.glob("calculator-metrics-*")), "the directory gunicorn made is removed"
-
-
-def _answers(base: str):
-    try:
-        return request(base, "GET", "/healthz", timeout=1)[0] == 200
-    except OSError:
-        return False

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.errors import UnsatisfiedAssumption
 
 from core.numbers import number_to_json
-from tests.http_client import post_json, request
+from tests.http_client import request
 from tests.oracle import MESSAGES, Refused, cases, expected
 from tests.support import wait_done
 
