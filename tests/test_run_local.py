@@ -101,6 +101,7 @@ def test_make_run_restarts_what_dies_and_keeps_its_data(run_dir):
         first.wait_for_line("Ctrl-C stops everything")
         banner = first.output
         assert first.base in banner and "psql" in banner and "logs" in banner, banner
+        assert f"web page     {first.base}/" in banner, banner
         assert "PostgreSQL 1" in banner and "a new database" in banner and "make reset" in banner, banner
         status, _, body = post_json(first.base, "/api/expression",
                                     {"expression": "x*t**y", "variables": {"x": 10, "y": 1, "t": 11}})

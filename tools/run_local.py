@@ -148,6 +148,7 @@ class LocalRun:
         database = "\n               ".join(self._database_lines(url, version, kept))
         print(f"""
 calculator-service is running
+  web page     http://{self.host}:{self.port}/   (metrics: http://{self.host}:{self.port}/metrics)
   API          http://{self.host}:{self.port}   (try: curl -s -X POST {self.host}:{self.port}/api/expression -H 'Content-Type: application/json' -d '{{"expression": "2+2"}}')
   Calculators  {self.count} (a process that dies is restarted; {MAX_EXITS} exits in {WINDOW:g} s end the run)
   database     {database}
