@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Mapping
 
 from flask import Flask
@@ -10,9 +11,18 @@ from flask import Flask
 from core.settings import ApiSettings, database_url
 
 
+JSONB_MAX_DIGITS = 140_000
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Application factory. config overrides what is read from the environment:
     DATABASE_URL, SETTINGS (an ApiSettings), CHECK_SCHEMA (default True)."""
+    # The API only reads numbers the database already holds. A row written
+    # with psql may hold an integer longer than Python's default 4,300-digit
+    # limit for int <-> str (jsonb allows some 131,000 digits): reading or
+    # answering it must not be a 500. Numbers that come *in* are never turned
+    # into ints unchecked (core/numbers.py caps them at 1,000 digits first).
+    sys.set_int_max_str_digits(max(sys.get_int_max_str_digits(), JSONB_MAX_DIGITS))
     app = Flask(__name__)
     settings = ApiSettings.from_env()
     app.config.update(

@@ -13,6 +13,7 @@ serves the bulk form. Cancelling twice is harmless: a cancelled task answers
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from flask import Blueprint, jsonify
@@ -44,18 +45,22 @@ def cancel_many():
     body = json_object(required={"ids"})
     ids = [_task_id(value) for value in batch(body, "ids", "ids")]
     with connection() as conn:
-        rows = conn.execute(CANCEL, (ids,)).fetchall()
+        rows = conn.execute(CANCEL, ([i for i in ids if i <= MAX_BIGINT],)).fetchall()
         kept_for = (conn.execute(SELECT_RETENTION).fetchone()[1]
                     if any(row[1] == "expired" for row in rows) else None)
-    return jsonify({"results": [_entry(*row, kept_for) for row in rows]})
+    known = {row[0]: row for row in rows}
+    return jsonify({"results": [_entry(*known.get(i, (i, "unknown", False)), kept_for) for i in ids]})
 
 
 def _task_id(value) -> int:
-    """An id from the JSON body (numbers arrive as Decimal, as written)."""
-    if isinstance(value, Decimal) and value.is_finite() and value.as_tuple().exponent == 0:
+    """An id from the JSON body (numbers arrive as Decimal, as written). One
+    past the largest bigint is a well-formed id that was never issued."""
+    if isinstance(value, Decimal) and value.is_finite() and value.as_tuple().exponent == 0 \
+            and len(value.as_tuple().digits) <= 30:
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BIGINT:
-        raise BadRequest(f"an id must be a positive integer, not {str(value)[:40]!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        shown = str(value) if isinstance(value, Decimal) else json.dumps(value)
+        raise BadRequest(f"an id must be a positive integer, not {shown[:40]}")
     return value
 
 

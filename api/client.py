@@ -14,11 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from decimal import Decimal
+
+from core.errors import ExpressionError
+from core.numbers import variable_value
 
 WAIT_SECONDS = 30        # the longest ?wait= the API allows by default
 MAX_BATCH = 1000         # the API's default MAX_BATCH
@@ -114,19 +119,23 @@ class StillPending(RuntimeError):
     pass
 
 
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
 def parse_variables(assignments: list[str]) -> dict:
     variables = {}
     for assignment in assignments:
         name, sep, value = assignment.partition("=")
         if not sep or not name:
             raise ApiError(f"variables are name=value, not {assignment!r}")
+        if not _JSON_NUMBER.fullmatch(value):
+            raise ApiError(f"the value of {name} is not a number: {value!r}")
+        # The number the API will take it for (core/numbers.py): 1e2 is 100,
+        # 1e400 a 401-digit integer, 2.5 a float.
         try:
-            variables[name] = int(value)
-        except ValueError:
-            try:
-                variables[name] = float(value)
-            except ValueError:
-                raise ApiError(f"the value of {name} is not a number: {value!r}") from None
+            variables[name] = variable_value(name, Decimal(value))
+        except ExpressionError as error:
+            raise ApiError(str(error)) from None
     return variables
 
 

@@ -6,6 +6,7 @@ README's configuration table is this list.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Mapping
@@ -21,6 +22,8 @@ def _number(environ: Mapping[str, str], name: str, default, kind=int, minimum=No
         return default
     try:
         value = kind(raw)
+        if not math.isfinite(value):   # float("inf"), float("nan") parse
+            raise ValueError(raw)
     except ValueError:
         article = "an integer" if kind is int else "a number"
         raise SettingsError(f"{name} must be {article}, got {raw!r}") from None

@@ -268,3 +268,20 @@ def test_a_submission_commits_before_its_notify_in_the_same_round_trip(database_
             end_transaction(pipeline)
             second = conn.execute("SELECT txid_current()")
         assert first.fetchone() != second.fetchone()
+
+
+def test_a_psql_row_with_a_huge_number_is_read_not_a_500(client, db):
+    """Found by an outside test: rows written with psql may hold integers past
+    Python's 4,300-digit str limit, in a result or in the variables."""
+    done = db.execute("INSERT INTO tasks (expression, status, result, finished_at) VALUES "
+                      "('10**4999', 'done', ('1' || repeat('0', 4999))::jsonb, now()) RETURNING id"
+                      ).fetchone()[0]
+    odd = db.execute("INSERT INTO tasks (expression, variables) VALUES "
+                     "('x', ('{\"x\": ' || repeat('9', 4301) || '}')::jsonb) RETURNING id").fetchone()[0]
+    response = client.get(f"/api/result/{done}")
+    assert response.status_code == 200 and response.json["result"] == 10**4999
+    response = client.get(f"/api/results?ids={done},{odd}")
+    assert response.status_code == 200
+    assert [r["status"] for r in response.json["results"]] == ["done", "pending"]
+    for path in ("/", "/dashboard/tasks", f"/dashboard/task/{done}", f"/dashboard/task/{odd}"):
+        assert client.get(path).status_code == 200, path
