@@ -59,7 +59,7 @@ def _task_id(value) -> int:
             and len(value.as_tuple().digits) <= 30:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        shown = str(value) if isinstance(value, Decimal) else json.dumps(value)
+        shown = str(value) if isinstance(value, Decimal) else json.dumps(value, default=str)
         raise BadRequest(f"an id must be a positive integer, not {shown[:40]}")
     return value
 
