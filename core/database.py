@@ -6,9 +6,6 @@ import functools
 from pathlib import Path
 
 import psycopg
-from psycopg.types.json import set_json_loads
-
-from core.numbers import decode_json
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -31,20 +28,13 @@ def error_summary(error: BaseException) -> str:
 
 def connect(url: str, *, application_name: str, autocommit: bool = True,
             connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
-            exact_numbers: bool = False, **parameters) -> psycopg.Connection:
+            **parameters) -> psycopg.Connection:
     """One connection; an empty url means libpq's PG* environment variables.
-
-    exact_numbers: json/jsonb values come back with every number a Decimal
-    (core/numbers.py decides what they mean), as the Calculator needs; the
-    API reads results as plain ints and floats.
     parameters: further libpq connection parameters (keepalives, ...)."""
-    conn = psycopg.connect(
+    return psycopg.connect(
         url,
         autocommit=autocommit,
         application_name=application_name,
         connect_timeout=max(1, round(connect_timeout)),
         **parameters,
     )
-    if exact_numbers:
-        set_json_loads(decode_json, conn)
-    return conn

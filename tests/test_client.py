@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import pytest
+
+from api.client import ApiError, parse_variables
 from tests.support import ROOT
 
 
@@ -111,3 +115,24 @@ def test_a_submission_answered_503_is_sent_again_with_the_same_idempotency_key()
         server.shutdown()
         thread.join(10)
     assert len(keys) == 3 and keys[0] and len(set(keys)) == 1
+
+
+@pytest.mark.parametrize("typed, sent", [
+    ("x=1e400", 10**400), ("x=1e2", 100), ("x=2.5", 2.5), ("x=-3", -3), ("x=1e-5", 1e-05),
+])
+def test_variables_are_sent_as_the_api_reads_them(typed, sent):
+    """The client applies the API's number rule (core/numbers.py), so what it
+    sends is what the API will calculate with."""
+    value = parse_variables([typed])["x"]
+    assert value == sent and type(value) is type(sent)
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("x=nan", "the value of x is not a number: 'nan'"),
+    ("x=abc", "the value of x is not a number: 'abc'"),
+    ("x=1e-400", "variable 'x' is too small: it would be 0"),
+    ("x", "variables are name=value, not 'x'"),
+])
+def test_variables_that_are_not_numbers_are_refused_before_sending(typed, message):
+    with pytest.raises(ApiError, match=re.escape(message)):
+        parse_variables([typed])

@@ -345,8 +345,7 @@ class Calculator:
         session = self.settings.session_settings()
         work = listen = None
         try:
-            work = connect(self.url, application_name="calculator", exact_numbers=True,
-                           **keepalives)
+            work = connect(self.url, application_name="calculator", **keepalives)
             work.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(session)),
                          [part for item in session.items() for part in item])
             listen = connect(self.url, application_name="calculator-listen", **keepalives)

@@ -78,6 +78,10 @@ class ParseCache:
         self.size = 0
         self.entries: OrderedDict[tuple[str, int], tuple] = OrderedDict()
 
+    @classmethod
+    def _cost(cls, text: str) -> int:
+        return cls.OVERHEAD + cls.BYTES_PER_CHARACTER * len(text)
+
     def get(self, text: str, max_length: int) -> tuple[CompiledExpression | None, str | None]:
         key = (text, max_length)
         entry = self.entries.get(key)
@@ -88,13 +92,13 @@ class ParseCache:
             entry = (compile_expression(text, max_length), None)
         except ExpressionError as error:
             entry = (None, str(error))
-        cost = self.OVERHEAD + self.BYTES_PER_CHARACTER * len(text)
+        cost = self._cost(text)
         if cost <= self.max_bytes:
             self.entries[key] = entry
             self.size += cost
             while self.size > self.max_bytes:
                 (old_text, _), _ = self.entries.popitem(last=False)
-                self.size -= self.OVERHEAD + self.BYTES_PER_CHARACTER * len(old_text)
+                self.size -= self._cost(old_text)
         return entry
 
 
