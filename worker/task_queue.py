@@ -26,6 +26,10 @@ class Task:
     expression: Any
     variables: Any
     lease_token: UUID
+    # Fair claiming (sql/010): the key that submitted it (None: nobody) and
+    # its place in the fair order.
+    owner: int | None = None
+    fair_round: int = 0
     # Why this row cannot be calculated (it becomes its error outcome), found
     # when the claimed row was read; None for a row to calculate.
     problem: str | None = None
@@ -52,17 +56,18 @@ def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
          "max_variables_chars": MAX_VARIABLES_CHARS},
         prepare=True,
     ).fetchall()
-    claimed = [_read_row(id, expression, length, variables, token, limits)
-               for id, expression, length, variables, token, given_up in rows if not given_up]
+    claimed = [_read_row(id, expression, length, variables, token, owner, fair_round, limits)
+               for id, expression, length, variables, token, given_up, owner, fair_round in rows
+               if not given_up]
     given_up = [row[0] for row in rows if row[5]]
     return claimed, given_up
 
 
-def _read_row(task_id, expression, length, variables_text, token, limits) -> Task:
+def _read_row(task_id, expression, length, variables_text, token, owner, fair_round, limits) -> Task:
     variables, problem = decode_variables(variables_text)
     if problem is None:
         variables, problem = checked_row(expression, length, variables, limits)
-    return Task(task_id, expression, variables, token, problem)
+    return Task(task_id, expression, variables, token, owner, fair_round, problem)
 
 
 def store_results(conn: psycopg.Connection, outcomes: list[Outcome]) -> set[int]:

@@ -1,4 +1,9 @@
--- Claim up to %(limit)s claimable tasks, oldest first, for one Calculator.
+-- Claim up to %(limit)s claimable tasks, in fair order, for one Calculator.
+--
+-- Fair order: coalesce(fair_round, id), then id (sql/010_api_keys_and_fair_claiming.sql):
+-- keys take turns, one task each a turn, however much each one queued; rows
+-- without an owner (psql, AUTH=off) by arrival. finished_at IS NULL is
+-- "pending" as the index tasks_pending_fair says it.
 --
 -- SKIP LOCKED lets concurrent Calculators pass over each other's rows instead
 -- of waiting. Each claim of a task gets a fresh lease token (the fencing token checked
@@ -16,8 +21,8 @@
 WITH candidates AS (
     SELECT id, attempts
     FROM tasks
-    WHERE status = 'pending' AND process_at <= now()
-    ORDER BY id
+    WHERE finished_at IS NULL AND status = 'pending' AND process_at <= now()
+    ORDER BY coalesce(fair_round, id), id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
@@ -38,11 +43,12 @@ claimed AS (
         lease_token = gen_random_uuid()
     FROM candidates c
     WHERE t.id = c.id AND c.attempts < %(max_attempts)s
-    RETURNING t.id, t.expression, t.variables, t.lease_token
+    RETURNING t.id, t.expression, t.variables, t.lease_token, t.owner, coalesce(t.fair_round, t.id) AS fair_round
 )
 SELECT id, left(expression, %(max_expression_length)s::integer + 1), length(expression),
-       left(variables::text, %(max_variables_chars)s::integer + 1), lease_token, false AS given_up
+       left(variables::text, %(max_variables_chars)s::integer + 1), lease_token, false AS given_up,
+       owner, fair_round
 FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, true FROM given_up
-ORDER BY id
+SELECT id, NULL, NULL, NULL, NULL, true, NULL, NULL FROM given_up
+ORDER BY fair_round, id
