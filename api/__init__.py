@@ -38,12 +38,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # every answer to be JSON, so such a path is simply not found.
     app.url_map.merge_slashes = False
 
-    from api import cancel, dashboard, db, errors, expressions, health, metrics, openapi, same_origin, stats
+    from api import auth, cancel, dashboard, db, errors, expressions, health, metrics, openapi, same_origin, stats
     from api.result_waiter import ResultWaiter
     db.init_app(app)
     errors.init_app(app)
     metrics.init_app(app)
     same_origin.init_app(app)
+    auth.init_app(app)
     app.extensions["result_waiter"] = ResultWaiter(app.config["DATABASE_URL"])
     app.register_blueprint(expressions.blueprint)
     app.register_blueprint(cancel.blueprint)
@@ -51,5 +52,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(openapi.blueprint)
     app.register_blueprint(dashboard.blueprint)
+    if app.config["SETTINGS"].auth == "off":
+        logging.getLogger("api").warning(
+            "AUTH=off: no API keys; anyone who reaches this port reads and cancels every task")
     logging.getLogger("api").info("api ready")
     return app

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psycopg
 from flask import Flask, current_app
@@ -208,13 +208,18 @@ def init_app(app: Flask) -> None:
             check_schema(conn)
 
 
-def notify_tasks_inserted(conn: psycopg.Connection) -> None:
+def notify_tasks_inserted(conn: psycopg.Connection,
+                          not_mine: Callable[[psycopg.Error], bool] = lambda error: False) -> None:
     """Wake the Calculators for what this connection has just committed.
     A transaction of its own, so that the insert's commit did not hold the
-    notification lock; if it fails, the task is found by the next poll."""
+    notification lock; if it fails, the task is found by the next poll.
+    In a pipeline, an error of the insert sent before surfaces here: those
+    for which not_mine(error) is true are raised, not logged."""
     try:
         conn.execute("SELECT pg_notify('tasks_inserted', '')", prepare=True)
     except psycopg.Error as error:
+        if not_mine(error):
+            raise
         log.warning("could not notify the Calculators (%s); the fallback poll will find the task",
                     error_summary(error))
 

@@ -17,9 +17,10 @@ log = logging.getLogger("api")
 class BadRequest(ValueError):
     """Input the client can fix; status 400 unless given."""
 
-    def __init__(self, msg: str, status: int = 400):
+    def __init__(self, msg: str, status: int = 400, headers: list[tuple[str, str]] | None = None):
         super().__init__(msg)
         self.status = status
+        self.headers = headers or []
 
 
 def error_response(msg: str, status: int):
@@ -31,7 +32,10 @@ def error_response(msg: str, status: int):
 def init_app(app: Flask) -> None:
     @app.errorhandler(BadRequest)
     def bad_request(error: BadRequest):
-        return error_response(str(error), error.status)
+        response = error_response(str(error), error.status)
+        for name, value in error.headers:
+            response.headers.add(name, value)
+        return response
 
     @app.errorhandler(ExpressionError)
     def bad_expression(error: ExpressionError):

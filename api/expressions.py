@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 from flask import Blueprint, current_app, jsonify, request, url_for
 
+from api import admission
+from api.auth import caller
 from api.db import connection, end_transaction, notify_tasks_inserted
 from api.errors import BadRequest
 from api.idempotency import idempotency_key, submit_once
@@ -22,19 +25,13 @@ from core.expression import (ExpressionError, check_variable_names, check_variab
 
 blueprint = Blueprint("expressions", __name__, url_prefix="/api")
 
-INSERT_TASK = "INSERT INTO tasks (expression, variables) VALUES (%s, %s::jsonb) RETURNING id"
-# One statement, one NOTIFY, however many items. Ids come from the sequence
-# in the order the rows are inserted, which is the items' order (ORDER BY
-# ordinality), so sorting the returned ids gives the items' ids in order.
-INSERT_TASKS = """
-    INSERT INTO tasks (expression, variables)
-    SELECT item.expression, item.variables::jsonb
-    FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS item(expression, variables, position)
-    ORDER BY item.position
-    RETURNING id
-"""
-SELECT_OUTCOME = "SELECT status, result, error FROM tasks WHERE id = %s"
-SELECT_OUTCOMES = "SELECT id, status, result, error FROM tasks WHERE id = ANY(%s)"
+# A task the caller may not see (another key's) is read as absent: the same
+# 404 (or 410) as an id that does not exist, so nothing tells them apart.
+# %(only)s: the caller's key id, NULL for callers who see every task.
+SELECT_OUTCOME = ("SELECT status, result, error FROM tasks "
+                  "WHERE id = %(id)s AND (%(only)s::bigint IS NULL OR owner = %(only)s::bigint)")
+SELECT_OUTCOMES = ("SELECT id, status, result, error FROM tasks "
+                   "WHERE id = ANY(%(ids)s) AND (%(only)s::bigint IS NULL OR owner = %(only)s::bigint)")
 # An id not in tasks: deleted by retention (410) or never issued (404).
 SELECT_RETENTION = "SELECT purged_through, kept_for FROM task_retention"
 MAX_BIGINT = 2**63 - 1
@@ -52,21 +49,29 @@ def checked_submission(item) -> tuple[str, str]:
     return item["expression"], variables_to_json(variables)
 
 
-def _store(body: dict, insert) -> tuple[list[int], bool]:
+def _store(body: dict, insert, items: int) -> tuple[list[int], bool]:
     """Run insert(conn), which sends the INSERT and returns a function that
-    reads its ids, at most once per Idempotency-Key: (ids, created)."""
+    reads its ids, at most once per Idempotency-Key: (ids, created). A
+    submission past the key's limits is a 429 and inserts nothing."""
     key = idempotency_key()
-    with connection() as conn:
-        if key is None:
-            with conn.pipeline() as pipeline:
-                rows = insert(conn)
-                end_transaction(pipeline)
+    who = caller()
+    try:
+        with connection() as conn:
+            if key is None:
+                with conn.pipeline() as pipeline:
+                    rows = insert(conn)
+                    end_transaction(pipeline)
+                    notify_tasks_inserted(conn, admission.is_refusal)
+                return rows(), True
+            ids, created = submit_once(conn, key, body, lambda c: insert(c)(), who.owner,
+                                       admission.is_refusal)
+            if created:
                 notify_tasks_inserted(conn)
-            return rows(), True
-        ids, created = submit_once(conn, key, body, lambda c: insert(c)())
-        if created:
-            notify_tasks_inserted(conn)
-    return ids, created
+        return ids, created
+    except psycopg.Error as error:
+        if admission.is_refusal(error):
+            raise admission.refusal(error, who, items) from None
+        raise
 
 
 def _accepted(payload: dict, created: bool):
@@ -83,10 +88,9 @@ def submit_expression():
     expression, variables = checked_submission(body)
 
     def insert(conn):
-        cursor = conn.execute(INSERT_TASK, (expression, variables), prepare=True)
-        return lambda: [cursor.fetchone()[0]]
+        return admission.insert_one(conn, caller(), expression, variables)
 
-    (task_id,), created = _store(body, insert)
+    (task_id,), created = _store(body, insert, 1)
     response = _accepted({"expression_id": task_id}, created)
     response.headers["Location"] = url_for("expressions.get_result", expression_id=task_id)
     return response
@@ -109,10 +113,9 @@ def submit_expressions():
         return response
 
     def insert(conn):
-        cursor = conn.execute(INSERT_TASKS, ([e for e, _ in accepted], [v for _, v in accepted]))
-        return lambda: sorted(row[0] for row in cursor.fetchall())
+        return admission.insert_many(conn, caller(), accepted)
 
-    ids, created = _store(body, insert)
+    ids, created = _store(body, insert, len(accepted))
     return _accepted({"expression_ids": ids}, created)
 
 
@@ -131,10 +134,11 @@ def _submission_object(item) -> dict:
 def get_result(expression_id: str):
     task_id = parse_expression_id(expression_id)
     wait = _wait_seconds()
+    only = caller().only_owner
 
     def read_outcome():
         with connection() as conn:
-            return conn.execute(SELECT_OUTCOME, (task_id,), prepare=True).fetchone()
+            return conn.execute(SELECT_OUTCOME, {"id": task_id, "only": only}, prepare=True).fetchone()
 
     row = read_outcome()
     if row is not None and row[0] == "pending" and wait > 0:
@@ -162,7 +166,7 @@ def get_results():
     ids = [_bulk_id(p) for p in parts]
     with connection() as conn:
         found = {r[0]: r[1:] for r in conn.execute(
-            SELECT_OUTCOMES, ([i for i in ids if i <= MAX_BIGINT],))}
+            SELECT_OUTCOMES, {"ids": [i for i in ids if i <= MAX_BIGINT], "only": caller().only_owner})}
         purged_through, kept_for = (conn.execute(SELECT_RETENTION).fetchone()
                                     if len(found) < len(set(ids)) else (0, None))
     results = []

@@ -58,24 +58,33 @@ def fingerprint(body: dict) -> bytes:
 
 
 def submit_once(conn: psycopg.Connection, key: str, body: dict,
-                insert: Callable[[psycopg.Connection], list[int]]) -> tuple[list[int], bool]:
+                insert: Callable[[psycopg.Connection], list[int]], owner: int | None = None,
+                refused: Callable[[BaseException], bool] = lambda error: False) -> tuple[list[int], bool]:
     """(ids, created): insert() runs, and its ids are recorded under key, in one
     transaction; if the key is already recorded, the first request's ids
-    (created False) instead, or BadRequest 422 if that was another request."""
+    (created False) instead, or BadRequest 422 if that was another request.
+    Keys are per owner (an API key's id; None: no keys): two clients never
+    see each other's. An insert refused by a limit (refused(error)) is
+    answered from the record when the request was accepted before: a replay
+    is not a new submission."""
     digest = fingerprint(body)
+    scope = {"owner": owner or 0, "key": key}
     for _ in range(2):
         try:
             with conn.transaction():
                 ids = insert(conn)
                 recorded = conn.execute(load_query("remember_idempotency_key"),
-                                        {"key": key, "fingerprint": digest, "expression_ids": ids}).fetchone()
+                                        scope | {"fingerprint": digest, "expression_ids": ids}).fetchone()
                 if recorded is None:
                     raise _KeyTaken()
             _sweep_now_and_then(conn)
             return ids, True
         except _KeyTaken:
             pass
-        row = conn.execute(load_query("find_idempotency_key"), {"key": key}).fetchone()
+        except psycopg.Error as error:
+            if not refused(error) or conn.execute(load_query("find_idempotency_key"), scope).fetchone() is None:
+                raise
+        row = conn.execute(load_query("find_idempotency_key"), scope).fetchone()
         if row is None:
             continue  # expired or swept in between: record it afresh
         first_digest, first_ids = row

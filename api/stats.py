@@ -1,9 +1,11 @@
-"""GET /api/stats: queue depth, outcomes, throughput and live Calculators."""
+"""GET /api/stats: queue depth, outcomes, throughput and live Calculators:
+everyone's for admin keys (and AUTH=off), a key's own for the others."""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from api.auth import caller
 from api.db import connection
 from core.database import load_query
 
@@ -13,7 +15,9 @@ blueprint = Blueprint("stats", __name__, url_prefix="/api")
 @blueprint.get("/stats")
 def queue_stats():
     with connection() as conn:
-        cursor = conn.execute(load_query("queue_stats"))
+        only = caller().only_owner
+        cursor = (conn.execute(load_query("queue_stats")) if only is None
+                  else conn.execute(load_query("owner_stats"), {"owner": only}))
         row = cursor.fetchone()
         names = [column.name for column in cursor.description]
     stats = dict(zip(names, row))

@@ -153,6 +153,50 @@ class CalculatorSettings:
 
 
 @dataclass(frozen=True)
+class KeyLimits:
+    """What one API key may submit (issue 13). 0 is no limit.
+
+    With AUTH=required the defaults apply; with AUTH=off there is no limit
+    unless one is set, and a limit that is set applies to all requests
+    together (they are one client: nobody's)."""
+
+    max_pending: int = 10_000        # unfinished tasks of a key
+    requests_per_second: float = 100.0
+    items_per_second: float = 2_000.0
+    burst_seconds: float = 2.0       # a bucket holds this many seconds of its rate
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_pending or self.requests_per_second or self.items_per_second)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], auth: str, max_batch: int) -> "KeyLimits":
+        defaults = cls() if auth == "required" else cls(0, 0.0, 0.0)
+        limits = cls(
+            max_pending=_number(environ, "MAX_PENDING_PER_KEY", defaults.max_pending, minimum=0),
+            requests_per_second=_number(environ, "RATE_LIMIT_REQUESTS", defaults.requests_per_second,
+                                        float, minimum=0),
+            items_per_second=_number(environ, "RATE_LIMIT_ITEMS", defaults.items_per_second, float, minimum=0),
+            burst_seconds=_number(environ, "RATE_LIMIT_BURST", defaults.burst_seconds, float, minimum=0.001),
+        )
+        if limits.requests_per_second and limits.request_burst < 1:
+            raise SettingsError("RATE_LIMIT_REQUESTS x RATE_LIMIT_BURST must be at least 1 "
+                                "(a key could never send a request)")
+        if limits.items_per_second and limits.item_burst < max_batch:
+            raise SettingsError(f"RATE_LIMIT_ITEMS x RATE_LIMIT_BURST must be at least MAX_BATCH "
+                                f"({max_batch}): a full bulk submission must fit in the bucket")
+        return limits
+
+    @property
+    def request_burst(self) -> float:
+        return self.requests_per_second * self.burst_seconds
+
+    @property
+    def item_burst(self) -> float:
+        return self.items_per_second * self.burst_seconds
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     max_content_length: int = 1_000_000   # bytes of request body
     pool_min_size: int = 1
@@ -161,10 +205,16 @@ class ApiSettings:
     max_wait: float = 30.0                # longest ?wait= a client may ask for, seconds
     max_batch: int = 1000                 # items in one bulk submit or bulk read
     limits: ExpressionLimits = ExpressionLimits()
+    auth: str = "off"                     # "required": every /api/* request needs a key
+    key_limits: KeyLimits = KeyLimits(0, 0.0, 0.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ApiSettings":
+        auth = _choice(environ, "AUTH", cls.auth, ("off", "required"))
+        max_batch = _number(environ, "MAX_BATCH", cls.max_batch, minimum=1)
         return cls(
+            auth=auth,
+            key_limits=KeyLimits.from_env(environ, auth, max_batch),
             max_wait=_number(environ, "RESULT_MAX_WAIT", cls.max_wait, float, minimum=0),
             max_batch=_number(environ, "MAX_BATCH", cls.max_batch, minimum=1),
             max_content_length=_number(environ, "MAX_CONTENT_LENGTH", cls.max_content_length, minimum=1),

@@ -159,8 +159,8 @@ DECLARE
     bucket submission_buckets;
     now_ts timestamptz := clock_timestamp();
     elapsed float8;
-    requests float8;
-    item_tokens float8;
+    requests_left float8;
+    items_left float8;
     wait float8 := 0;
     pending bigint;
 BEGIN
@@ -172,20 +172,20 @@ BEGIN
             SELECT * INTO bucket FROM submission_buckets WHERE owner = bucket_owner FOR UPDATE;
         END IF;
         elapsed := greatest(0, extract(epoch FROM now_ts - bucket.refilled_at));
-        requests := least(request_burst, bucket.request_tokens + elapsed * request_rate);
-        item_tokens := least(item_burst, bucket.item_tokens + elapsed * item_rate);
-        IF request_rate > 0 AND requests < 1 THEN
-            wait := greatest(wait, (1 - requests) / request_rate);
+        requests_left := least(request_burst, bucket.request_tokens + elapsed * request_rate);
+        items_left := least(item_burst, bucket.item_tokens + elapsed * item_rate);
+        IF request_rate > 0 AND requests_left < 1 THEN
+            wait := greatest(wait, (1 - requests_left) / request_rate);
         END IF;
-        IF item_rate > 0 AND item_tokens < items THEN
-            wait := greatest(wait, (items - item_tokens) / item_rate);
+        IF item_rate > 0 AND items_left < items THEN
+            wait := greatest(wait, (items - items_left) / item_rate);
         END IF;
         IF wait > 0 THEN
             RAISE EXCEPTION 'rate limit' USING ERRCODE = 'CL429', DETAIL = wait::text;
         END IF;
         UPDATE submission_buckets
-        SET request_tokens = requests - CASE WHEN request_rate > 0 THEN 1 ELSE 0 END,
-            item_tokens = item_tokens - CASE WHEN item_rate > 0 THEN items ELSE 0 END,
+        SET request_tokens = requests_left - CASE WHEN request_rate > 0 THEN 1 ELSE 0 END,
+            item_tokens = items_left - CASE WHEN item_rate > 0 THEN items ELSE 0 END,
             refilled_at = now_ts
         WHERE owner = bucket_owner;
     ELSIF max_pending > 0 AND for_owner IS NOT NULL THEN

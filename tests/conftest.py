@@ -102,7 +102,7 @@ def worker_url(database_url):
 def db(database_url):
     """An autocommit connection to the test database, emptied first."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tasks, idempotency_keys RESTART IDENTITY")
+        conn.execute("TRUNCATE tasks, idempotency_keys, api_keys, submission_buckets RESTART IDENTITY")
         conn.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_inserted_notify")
         yield conn
 

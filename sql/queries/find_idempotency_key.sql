@@ -1,4 +1,5 @@
--- The request a current Idempotency-Key was first used with, and its ids.
+-- The request a current Idempotency-Key of one API key (owner; 0 without
+-- keys) was first used with, and its ids.
 SELECT fingerprint, expression_ids
 FROM idempotency_keys
-WHERE key = %(key)s AND created_at >= now() - interval '24 hours'
+WHERE owner = %(owner)s AND key = %(key)s AND created_at >= now() - interval '24 hours'

@@ -1,0 +1,99 @@
+"""Submitting under the per-key limits (issue 13).
+
+The rule lives in admit_submission() (sql/010_api_keys_and_fair_claiming.sql),
+called inside the INSERT it admits: a refusal inserts nothing (a bulk
+submission is all or nothing), and the limits hold across any number of API
+processes because PostgreSQL keeps them. This module picks the INSERT, passes
+the settings and turns a refusal into a 429 with Retry-After.
+
+Without an owner and without limits (AUTH=off, nothing set) the INSERT is the
+plain one of before keys existed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import psycopg
+from flask import current_app
+
+from api.auth import Caller
+from api.errors import BadRequest
+from core.database import load_query
+
+RATE_LIMITED = "CL429"
+TOO_MANY_PENDING = "CL430"
+REFUSALS = (RATE_LIMITED, TOO_MANY_PENDING)
+
+INSERT_TASK = "INSERT INTO tasks (expression, variables) VALUES (%(expression)s, %(variables)s::jsonb) RETURNING id"
+# One statement, one NOTIFY, however many items. Ids come from the sequence
+# in the order the rows are inserted, which is the items' order (ORDER BY
+# ordinality), so sorting the returned ids gives the items' ids in order.
+INSERT_TASKS = """
+    INSERT INTO tasks (expression, variables)
+    SELECT item.expression, item.variables::jsonb
+    FROM unnest(%(expressions)s::text[], %(variables)s::text[]) WITH ORDINALITY AS item(expression, variables, position)
+    ORDER BY item.position
+    RETURNING id
+"""
+
+
+def _admitted(caller: Caller) -> bool:
+    return caller.owner is not None or current_app.config["SETTINGS"].key_limits.any
+
+
+def insert_one(conn: psycopg.Connection, caller: Caller, expression: str, variables: str):
+    """Send the INSERT of one task; returns a function that reads its id."""
+    params = {"expression": expression, "variables": variables}
+    if _admitted(caller):
+        cursor = conn.execute(load_query("insert_task_admitted"),
+                              params | _limit_parameters(caller, 1), prepare=True)
+    else:
+        cursor = conn.execute(INSERT_TASK, params, prepare=True)
+    return lambda: [cursor.fetchone()[0]]
+
+
+def insert_many(conn: psycopg.Connection, caller: Caller, items: list[tuple[str, str]]):
+    """Send the INSERT of several tasks; returns a function that reads their ids."""
+    params = {"expressions": [e for e, _ in items], "variables": [v for _, v in items]}
+    if _admitted(caller):
+        cursor = conn.execute(load_query("insert_tasks_admitted"), params | _limit_parameters(caller, len(items)))
+    else:
+        cursor = conn.execute(INSERT_TASKS, params)
+    return lambda: sorted(row[0] for row in cursor.fetchall())
+
+
+def _limit_parameters(caller: Caller, items: int) -> dict:
+    limits = current_app.config["SETTINGS"].key_limits
+    return {"owner": caller.owner, "items": items, "max_pending": limits.max_pending,
+            "request_rate": limits.requests_per_second, "request_burst": limits.request_burst,
+            "item_rate": limits.items_per_second, "item_burst": limits.item_burst}
+
+
+def is_refusal(error: BaseException) -> bool:
+    return isinstance(error, psycopg.Error) and getattr(error, "sqlstate", None) in REFUSALS
+
+
+def refusal(error: psycopg.Error, caller: Caller, items: int) -> BadRequest:
+    """The 429 for a submission admit_submission() refused."""
+    limits = current_app.config["SETTINGS"].key_limits
+    who = f"key {caller.name!r}" if caller.name else "this service (all clients together)"
+    detail = error.diag.message_detail or "0"
+    if error.sqlstate == RATE_LIMITED:
+        wait = float(detail)
+        allowed = []
+        if limits.requests_per_second:
+            allowed.append(f"{limits.requests_per_second:g} requests")
+        if limits.items_per_second:
+            allowed.append(f"{limits.items_per_second:g} items")
+        msg = (f"rate limit: {who} may submit {' and '.join(allowed)} per second "
+               f"(bursts of {limits.burst_seconds:g} s); this request needs {wait:.2f} s more. "
+               "Nothing was submitted")
+        retry_after = max(1, math.ceil(wait))
+    else:
+        pending = int(detail)
+        msg = (f"too many unfinished tasks: {who} has {pending}, and at most {limits.max_pending} "
+               f"may wait at once (this request adds {items}). Nothing was submitted; "
+               "wait for results or cancel some")
+        retry_after = 1
+    return BadRequest(msg, 429, [("Retry-After", str(retry_after))])

@@ -1,0 +1,120 @@
+"""API keys: what a key looks like, and the command that manages them.
+
+    python -m api.keys create NAME [--admin]   prints the new key, once
+    python -m api.keys list                    every key, live and revoked
+    python -m api.keys revoke NAME             the key stops working at once
+
+A key reads "calc_<id>_<secret>": the id finds its row in api_keys, the
+secret (32 random bytes, URL-safe base64) is stored only as its SHA-256 and
+compared in constant time (api/auth.py). A plain hash is enough: the secret
+is random, not a password a person chose, so there is nothing to guess.
+
+The command connects with DATABASE_URL (or the PG* variables) as a role that
+may write api_keys: the database's owner, the one migrations run as. The
+API's own role may only read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import secrets
+import sys
+
+import psycopg
+
+from core.database import connect, error_summary, load_query
+from core.settings import database_url
+
+PREFIX = "calc"
+_KEY = re.compile(r"calc_([1-9][0-9]{0,18})_([A-Za-z0-9_-]{43})")
+NAME_RULE = "1 to 64 characters: letters, digits and . _ @ -, starting with a letter or digit"
+
+
+def secret_sha256(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("ascii")).digest()
+
+
+def format_key(key_id: int, secret: str) -> str:
+    return f"{PREFIX}_{key_id}_{secret}"
+
+
+def parse_key(text: str) -> tuple[int, str] | None:
+    """(id, secret) of a well-formed key, else None."""
+    match = _KEY.fullmatch(text)
+    if match is None:
+        return None
+    return int(match[1]), match[2]
+
+
+def create_key(conn: psycopg.Connection, name: str, admin: bool = False) -> str:
+    """A new key (shown to nobody else, ever: only its hash is stored)."""
+    secret = secrets.token_urlsafe(32)
+    key_id = conn.execute(load_query("create_api_key"), {
+        "name": name, "secret_sha256": secret_sha256(secret), "is_admin": admin}).fetchone()[0]
+    return format_key(key_id, secret)
+
+
+def revoke_key(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute(load_query("revoke_api_key"), {"name": name}).fetchone() is not None
+
+
+def list_keys(conn: psycopg.Connection) -> list[tuple]:
+    return conn.execute(load_query("list_api_keys")).fetchall()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api.keys", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("name", help=NAME_RULE)
+    create.add_argument("--admin", action="store_true",
+                        help="an admin key sees and cancels every task, and opens the web page and /metrics")
+    commands.add_parser("list", help="list the keys")
+    revoke = commands.add_parser("revoke", help="revoke the live key of this name")
+    revoke.add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        with connect(database_url(), autocommit=True, application_name="calculator-keys") as conn:
+            return _run(conn, args)
+    except psycopg.Error as error:
+        print(f"error: {error_summary(error)}", file=sys.stderr)
+        return 1
+
+
+def _run(conn: psycopg.Connection, args) -> int:
+    if args.command == "create":
+        try:
+            key = create_key(conn, args.name, args.admin)
+        except psycopg.errors.UniqueViolation:
+            print(f"error: a live key named {args.name!r} exists; revoke it first or pick another name",
+                  file=sys.stderr)
+            return 1
+        except psycopg.errors.CheckViolation:
+            print(f"error: a key's name is {NAME_RULE}; not {args.name!r}", file=sys.stderr)
+            return 1
+        except psycopg.errors.InsufficientPrivilege:
+            print("error: this database role may not create keys; run as the database's owner "
+                  "(the role migrations run as)", file=sys.stderr)
+            return 1
+        print(key)
+        print(f"created {'admin ' if args.admin else ''}key {args.name!r}: it is shown this once "
+              "and stored only as a hash; send it as 'Authorization: Bearer <key>'", file=sys.stderr)
+        return 0
+    if args.command == "revoke":
+        if not revoke_key(conn, args.name):
+            print(f"error: no live key named {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"revoked key {args.name!r}", file=sys.stderr)
+        return 0
+    rows = list_keys(conn)
+    print(f"{'id':>5}  {'name':<24} {'admin':<5}  {'created':<19}  {'revoked':<19}  pending")
+    for key_id, name, admin, created, revoked, pending in rows:
+        print(f"{key_id:>5}  {name:<24} {'yes' if admin else 'no':<5}  {created:%Y-%m-%d %H:%M:%S}  "
+              f"{f'{revoked:%Y-%m-%d %H:%M:%S}' if revoked else '-':<19}  {pending}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+-- GET /api/stats for a key that is not an admin: the same figures as
+-- queue_stats.sql, of its own tasks only: its queue through the index of
+-- pending tasks by owner, its outcomes from the per-owner counters
+-- (sql/010). The live Calculators are everyone's: they serve every key.
+WITH queue AS (
+    SELECT
+        count(*) FILTER (WHERE lease_token IS NULL)                              AS queued,
+        count(*) FILTER (WHERE lease_token IS NOT NULL AND process_at > now())   AS leased,
+        count(*) FILTER (WHERE lease_token IS NOT NULL AND process_at <= now())  AS expired_leases,
+        extract(epoch FROM now() - min(created_at))                              AS oldest_pending_seconds
+    FROM tasks
+    WHERE owner = %(owner)s AND status = 'pending'
+),
+outcomes AS (
+    SELECT
+        coalesce(sum(n) FILTER (WHERE status = 'done'), 0)       AS done,
+        coalesce(sum(n) FILTER (WHERE status = 'error'), 0)      AS errors,
+        coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)  AS cancelled,
+        coalesce(sum(n) FILTER (WHERE status IN ('done', 'error')
+                                  AND bucket >= now() - interval '60 seconds'), 0) / 60.0 AS results_per_second
+    FROM task_counts
+    WHERE owner = %(owner)s
+)
+SELECT queue.*, outcomes.*,
+       (SELECT count(*) FROM calculators WHERE heartbeat_at > now() - interval '15 seconds') AS live_calculators
+FROM queue, outcomes

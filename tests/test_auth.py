@@ -1,0 +1,364 @@
+"""API keys (AUTH=required): who may call, who sees which task, the CLI,
+and what the database keeps of a key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.keys import create_key, parse_key, revoke_key
+from core.settings import ApiSettings
+from tests.support import insert
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def required_settings(**environ) -> ApiSettings:
+    return ApiSettings.from_env({"AUTH": "required", **{k: str(v) for k, v in environ.items()}})
+
+
+@pytest.fixture
+def keyed_app(api_url, db):
+    from api import create_app
+    apps = []
+
+    def make(**environ):
+        app = create_app({"DATABASE_URL": api_url, "TESTING": True, "SETTINGS": required_settings(**environ)})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["result_waiter"].close()
+        app.extensions["pool"].close()
+
+
+@pytest.fixture
+def keyed(keyed_app):
+    return keyed_app().test_client()
+
+
+@pytest.fixture
+def keys(db):
+    """alice and bob (ordinary keys) and root (an admin key)."""
+    return {"alice": create_key(db, "alice"), "bob": create_key(db, "bob"),
+            "root": create_key(db, "root", admin=True)}
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def submit(client, key: str, expression: str = "1+1", **headers) -> int:
+    response = client.post("/api/expression", json={"expression": expression}, headers=bearer(key) | headers)
+    assert response.status_code == 202, response.json
+    return response.json["expression_id"]
+
+
+# --- who may call ---------------------------------------------------------------
+
+def test_without_a_key_every_api_call_is_401_with_a_challenge(keyed):
+    for method, path in [("POST", "/api/expression"), ("GET", "/api/result/1"), ("GET", "/api/results?ids=1"),
+                         ("POST", "/api/result/1/cancel"), ("GET", "/api/stats"), ("GET", "/api/nothing-here")]:
+        response = keyed.open(path, method=method, json={"expression": "1"} if method == "POST" else None)
+        assert response.status_code == 401, path
+        assert "Authorization: Bearer <key>" in response.json["msg"]
+        challenges = response.headers.getlist("WWW-Authenticate")
+        assert any(c.startswith("Bearer realm=") for c in challenges)
+        assert any(c.startswith("Basic realm=") for c in challenges)
+
+
+@pytest.mark.parametrize("header", [
+    "Bearer calc_1_" + "A" * 43,                 # the id of a key, another secret
+    "Bearer calc_999_" + "A" * 43,               # no such key
+    "Bearer not-a-key",
+    "Bearer ",
+    "Token calc_1_" + "A" * 43,
+    "Basic !!!",
+])
+def test_a_bad_key_is_401(keyed, keys, header):
+    response = keyed.get("/api/stats", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.json["msg"] in ("unknown API key", "malformed Basic credentials: send 'Authorization: Bearer <key>'",
+                                    "an API key is needed: send 'Authorization: Bearer <key>' "
+                                    "(keys are made with python -m api.keys create NAME)") \
+        or response.json["msg"].startswith("send the API key as")
+    assert response.headers.getlist("WWW-Authenticate")
+
+
+def test_a_revoked_key_is_401_at_once_and_its_name_may_be_given_again(keyed, keys, db):
+    task_id = submit(keyed, keys["alice"])
+    assert revoke_key(db, "alice")
+    response = keyed.get(f"/api/result/{task_id}", headers=bearer(keys["alice"]))
+    assert (response.status_code, response.json["msg"]) == (401, "API key 'alice' was revoked")
+    again = create_key(db, "alice")
+    response = keyed.get(f"/api/result/{task_id}", headers=bearer(again))
+    assert response.status_code == 404, "a new key of the same name is another owner"
+
+
+def test_basic_auth_carries_the_key_as_password_or_user(keyed, keys):
+    for credentials in (f"anyone:{keys['alice']}", f"{keys['alice']}:"):
+        header = "Basic " + base64.b64encode(credentials.encode()).decode()
+        assert keyed.get("/api/stats", headers={"Authorization": header}).status_code == 200
+
+
+def test_health_and_the_api_description_stay_open(keyed):
+    for path in ("/healthz", "/readyz", "/api/openapi.json"):
+        assert keyed.get(path).status_code == 200, path
+
+
+def test_the_page_and_metrics_need_an_admin_key(keyed, keys):
+    for path in ("/", "/metrics", "/dashboard/overview"):
+        assert keyed.get(path).status_code == 401, path
+        response = keyed.get(path, headers=bearer(keys["alice"]))
+        assert response.status_code == 403, path
+        assert response.json["msg"] == f"{path} needs an admin key; key 'alice' is not one"
+        assert keyed.get(path, headers=bearer(keys["root"])).status_code == 200, path
+    assert keyed.get("/dashboard/static/dashboard.js").status_code == 200, "static files are open"
+
+
+# --- ownership --------------------------------------------------------------------
+
+def test_another_keys_task_is_exactly_like_one_that_does_not_exist(keyed, keys, db):
+    alices = submit(keyed, keys["alice"], "6*7")
+    never = alices + 1000
+    bob = bearer(keys["bob"])
+
+    def same_as_missing(path_of):
+        theirs, missing = keyed.get(path_of(alices), headers=bob), keyed.get(path_of(never), headers=bob)
+        assert theirs.status_code == missing.status_code
+        assert theirs.json == json.loads(json.dumps(missing.json).replace(str(never), str(alices)))
+        return theirs
+
+    assert same_as_missing(lambda i: f"/api/result/{i}").status_code == 404
+    assert same_as_missing(lambda i: f"/api/result/{i}?wait=0.2").status_code == 404
+    assert same_as_missing(lambda i: f"/api/results?ids={i}").json["results"][0]["status"] == "unknown"
+    cancel = keyed.post(f"/api/result/{alices}/cancel", headers=bob)
+    assert (cancel.status_code, cancel.json["msg"]) == (404, f"no expression with id {alices}")
+    bulk = keyed.post("/api/results/cancel", json={"ids": [alices]}, headers=bob)
+    assert bulk.json["results"] == [{"expression_id": alices, "status": "unknown", "cancelled": False,
+                                     "msg": f"no expression with id {alices}"}]
+    assert db.execute("SELECT status FROM tasks WHERE id = %s", (alices,)).fetchone() == ("pending",)
+    # Alice's own requests work.
+    alice = bearer(keys["alice"])
+    assert keyed.get(f"/api/result/{alices}", headers=alice).status_code == 202
+    assert keyed.post(f"/api/result/{alices}/cancel", headers=alice).json["status"] == "cancelled"
+
+
+def test_an_admin_key_sees_and_cancels_everything(keyed, keys, db):
+    alices = submit(keyed, keys["alice"])
+    psql_row = insert(db, "2+2")
+    root = bearer(keys["root"])
+    assert keyed.get(f"/api/result/{alices}", headers=root).status_code == 202
+    assert keyed.get(f"/api/result/{psql_row}", headers=root).status_code == 202
+    assert keyed.get(f"/api/result/{psql_row}", headers=bearer(keys["alice"])).status_code == 404, \
+        "a psql row belongs to nobody: only admins see it"
+    results = keyed.get(f"/api/results?ids={alices},{psql_row}", headers=root).json["results"]
+    assert [r["status"] for r in results] == ["pending", "pending"]
+    bulk = keyed.post("/api/results/cancel", json={"ids": [alices, psql_row]}, headers=root).json
+    assert [r["cancelled"] for r in bulk["results"]] == [True, True]
+
+
+def test_the_owner_and_fair_round_are_set_by_the_api(keyed, keys, db):
+    first = keyed.post("/api/expressions", json={"items": [{"expression": "1"}] * 3},
+                       headers=bearer(keys["alice"])).json["expression_ids"]
+    bobs = submit(keyed, keys["bob"])
+    rows = {row[0]: row[1:] for row in db.execute("SELECT id, owner, fair_round FROM tasks")}
+    alice_id, bob_id = parse_key(keys["alice"])[0], parse_key(keys["bob"])[0]
+    head = rows[first[0]][1]
+    assert [rows[i] for i in first] == [(alice_id, head), (alice_id, head + 1), (alice_id, head + 2)]
+    assert rows[bobs] == (bob_id, head), "a key with nothing pending starts at the head of the queue"
+
+
+def test_stats_of_a_key_are_its_own(keyed, keys, db):
+    for _ in range(3):
+        submit(keyed, keys["alice"])
+    submit(keyed, keys["bob"])
+    insert(db, "1")
+    assert keyed.get("/api/stats", headers=bearer(keys["bob"])).json["queue"]["pending"] == 1
+    assert keyed.get("/api/stats", headers=bearer(keys["alice"])).json["queue"]["pending"] == 3
+    assert keyed.get("/api/stats", headers=bearer(keys["root"])).json["queue"]["pending"] == 5
+    alices = db.execute("SELECT array_agg(id) FROM tasks WHERE owner = 1").fetchone()[0]
+    db.execute("SELECT cancel_tasks(%s)", (alices[:2],))
+    stats = keyed.get("/api/stats", headers=bearer(keys["alice"])).json
+    assert (stats["queue"]["pending"], stats["outcomes"]["cancelled"]) == (1, 2)
+    assert keyed.get("/api/stats", headers=bearer(keys["bob"])).json["outcomes"]["cancelled"] == 0
+
+
+def test_idempotency_keys_are_per_api_key(keyed, keys):
+    one = submit(keyed, keys["alice"], "7", **{"Idempotency-Key": "order-1"})
+    two = submit(keyed, keys["bob"], "7", **{"Idempotency-Key": "order-1"})
+    assert one != two, "bob's request is not a replay of alice's"
+    assert submit(keyed, keys["alice"], "7", **{"Idempotency-Key": "order-1"}) == one
+
+
+# --- limits -----------------------------------------------------------------------
+
+def test_past_the_pending_limit_a_submission_is_429_and_inserts_nothing(keyed_app, keys, db):
+    client = keyed_app(MAX_PENDING_PER_KEY=3).test_client()
+    alice = bearer(keys["alice"])
+    submit(client, keys["alice"])
+    submit(client, keys["alice"])
+    bulk = client.post("/api/expressions", json={"items": [{"expression": "1"}] * 2}, headers=alice)
+    assert bulk.status_code == 429, "all or nothing"
+    assert bulk.headers["Retry-After"] == "1"
+    assert bulk.json["msg"] == ("too many unfinished tasks: key 'alice' has 2, and at most 3 may wait at once "
+                                "(this request adds 2). Nothing was submitted; wait for results or cancel some")
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (2,)
+    submit(client, keys["alice"])
+    assert client.post("/api/expression", json={"expression": "1"}, headers=alice).status_code == 429
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (3,)
+    submit(client, keys["bob"])  # another key has its own limit
+    # A finished task no longer counts.
+    first = db.execute("SELECT min(id) FROM tasks WHERE owner = 1").fetchone()[0]
+    db.execute("SELECT cancel_tasks(ARRAY[%s]::bigint[])", (first,))
+    submit(client, keys["alice"])
+
+
+def test_a_replayed_submission_is_answered_even_at_the_limit(keyed_app, keys):
+    client = keyed_app(MAX_PENDING_PER_KEY=1).test_client()
+    first = submit(client, keys["alice"], "5", **{"Idempotency-Key": "k"})
+    assert submit(client, keys["alice"], "5", **{"Idempotency-Key": "k"}) == first
+    refused = client.post("/api/expression", json={"expression": "5"},
+                          headers=bearer(keys["alice"]) | {"Idempotency-Key": "other"})
+    assert refused.status_code == 429
+
+
+def test_the_item_rate_limit_counts_bulk_items(keyed_app, keys, db):
+    client = keyed_app(RATE_LIMIT_ITEMS=0.01, RATE_LIMIT_BURST=1000, MAX_BATCH=10,
+                       RATE_LIMIT_REQUESTS=0).test_client()
+    alice = bearer(keys["alice"])
+    for _ in range(1):
+        assert client.post("/api/expressions", json={"items": [{"expression": "1"}] * 10},
+                           headers=alice).status_code == 202
+    refused = client.post("/api/expressions", json={"items": [{"expression": "1"}] * 10}, headers=alice)
+    assert refused.status_code == 429
+    assert refused.json["msg"].startswith("rate limit: key 'alice' may submit 0.01 items per second")
+    assert int(refused.headers["Retry-After"]) > 60
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (10,)
+    assert client.post("/api/expression", json={"expression": "1"}, headers=bearer(keys["bob"])).status_code == 202
+
+
+def test_the_rate_limit_holds_across_two_api_processes(api_url, db, keys, tmp_path):
+    from tests.http_client import request
+    from tests.support import ApiServer
+    settings = dict(auth="required", rate_limit_requests=0.5, rate_limit_burst=10, rate_limit_items=0)
+    servers = [ApiServer(api_url, tmp_path / f"api{i}.log", **settings) for i in range(2)]
+    try:
+        answers = []
+        for i in range(12):
+            status, headers, _ = request(servers[i % 2].base, "POST", "/api/expression", '{"expression": "1"}',
+                                         {"Content-Type": "application/json"} | bearer(keys["alice"]))
+            answers.append((status, headers.get("Retry-After"), _))
+    finally:
+        for server in servers:
+            server.stop()
+    accepted = [a for a in answers if a[0] == 202]
+    # A bucket of 0.5/s x 10 s = 5 requests; the test takes well under 2 s (at most one more token).
+    assert len(accepted) in (5, 6), answers
+    assert [status for status, _, _ in answers[:5]] == [202] * 5
+    assert all(status == 429 and int(retry) >= 1 for status, retry, _ in answers if status != 202), answers
+    assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == len(accepted)
+
+
+def test_limits_are_off_without_keys_unless_set(app, client, db):
+    assert not app.config["SETTINGS"].key_limits.any
+    response = client.post("/api/expression", json={"expression": "1"})
+    assert response.status_code == 202
+    assert db.execute("SELECT owner, fair_round FROM tasks").fetchone() == (None, None), \
+        "AUTH=off: nobody's task, in arrival order, as before keys existed"
+
+
+def test_a_limit_set_without_keys_applies_to_all_clients_together(api_url, db):
+    from api import create_app
+    app = create_app({"DATABASE_URL": api_url, "TESTING": True,
+                      "SETTINGS": ApiSettings.from_env({"MAX_PENDING_PER_KEY": "1"})})
+    try:
+        client = app.test_client()
+        assert client.post("/api/expression", json={"expression": "1"}).status_code == 202
+        refused = client.post("/api/expression", json={"expression": "1"})
+        assert refused.status_code == 429
+        assert "this service (all clients together) has 1" in refused.json["msg"]
+    finally:
+        app.extensions["result_waiter"].close()
+        app.extensions["pool"].close()
+
+
+# --- what the database keeps, and who may change it ---------------------------------
+
+def test_keys_are_stored_only_as_hashes(db, keys):
+    stored = json.dumps(db.execute("SELECT json_agg(k) FROM api_keys k").fetchone()[0])
+    for key in keys.values():
+        key_id, secret = parse_key(key)
+        assert secret not in stored and key not in stored
+        digest = db.execute("SELECT secret_sha256 FROM api_keys WHERE id = %s", (key_id,)).fetchone()[0]
+        assert bytes(digest) == hashlib.sha256(secret.encode()).digest()
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO api_keys (name, secret_sha256) VALUES ('mallory', sha256('x'))",
+    "UPDATE api_keys SET is_admin = true",
+    "UPDATE api_keys SET revoked_at = NULL",
+    "DELETE FROM api_keys",
+    "SELECT * FROM submission_buckets",
+    "UPDATE submission_buckets SET request_tokens = 1000",
+    "UPDATE tasks SET owner = 1",
+])
+def test_the_api_role_cannot_make_keys_or_change_owners(api_url, db, keys, statement):
+    insert(db, "1")
+    with psycopg.connect(api_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+
+
+def test_a_finished_tasks_owner_is_final(db):
+    task_id = insert(db, "1")
+    db.execute("SELECT cancel_tasks(ARRAY[%s]::bigint[])", (task_id,))
+    with pytest.raises(psycopg.errors.RestrictViolation):
+        db.execute("UPDATE tasks SET owner = 7 WHERE id = %s", (task_id,))
+
+
+# --- the command ----------------------------------------------------------------------
+
+def run_keys(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(DATABASE_URL=database_url, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "api.keys", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_keys_command_creates_lists_and_revokes(database_url, db, keyed):
+    created = run_keys(database_url, "create", "carol", "--admin")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert parse_key(key) is not None
+    assert "shown this once" in created.stderr
+    assert keyed.get("/metrics", headers=bearer(key)).status_code == 200
+    submit(keyed, key)
+    listed = run_keys(database_url, "list")
+    assert listed.returncode == 0
+    assert "carol" in listed.stdout and key not in listed.stdout
+    assert listed.stdout.splitlines()[1].split()[-1] == "1", "carol's pending tasks"
+    duplicate = run_keys(database_url, "create", "carol")
+    assert (duplicate.returncode, duplicate.stderr.strip()) == (
+        1, "error: a live key named 'carol' exists; revoke it first or pick another name")
+    bad = run_keys(database_url, "create", "no spaces please")
+    assert bad.returncode == 1 and "letters, digits" in bad.stderr
+    assert run_keys(database_url, "revoke", "carol").returncode == 0
+    assert keyed.get("/metrics", headers=bearer(key)).status_code == 401
+    missing = run_keys(database_url, "revoke", "carol")
+    assert (missing.returncode, missing.stderr.strip()) == (1, "error: no live key named 'carol'")
+
+
+def test_the_api_role_cannot_run_the_keys_command(api_url, db):
+    refused = run_keys(api_url, "create", "eve")
+    assert refused.returncode == 1
+    assert "may not create keys" in refused.stderr
