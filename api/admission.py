@@ -42,25 +42,21 @@ def _admitted(caller: Caller) -> bool:
     return caller.owner is not None or current_app.config["SETTINGS"].key_limits.any
 
 
-def insert_one(conn: psycopg.Connection, caller: Caller, expression: str, variables: str):
-    """Send the INSERT of one task; returns a function that reads its id."""
+def insert_one(conn: psycopg.Connection, caller: Caller, expression: str, variables: str) -> psycopg.Cursor:
+    """Send the INSERT of one task; returns its cursor (its one row: the id)."""
     params = {"expression": expression, "variables": variables}
     if _admitted(caller):
-        cursor = conn.execute(load_query("insert_task_admitted"),
-                              params | _limit_parameters(caller, 1), prepare=True)
-    else:
-        cursor = conn.execute(INSERT_TASK, params, prepare=True)
-    return lambda: [cursor.fetchone()[0]]
+        return conn.execute(load_query("insert_task_admitted"), params | _limit_parameters(caller, 1),
+                            prepare=True)
+    return conn.execute(INSERT_TASK, params, prepare=True)
 
 
-def insert_many(conn: psycopg.Connection, caller: Caller, items: list[tuple[str, str]]):
-    """Send the INSERT of several tasks; returns a function that reads their ids."""
+def insert_many(conn: psycopg.Connection, caller: Caller, items: list[tuple[str, str]]) -> psycopg.Cursor:
+    """Send the INSERT of several tasks; returns its cursor (their ids, in some order)."""
     params = {"expressions": [e for e, _ in items], "variables": [v for _, v in items]}
     if _admitted(caller):
-        cursor = conn.execute(load_query("insert_tasks_admitted"), params | _limit_parameters(caller, len(items)))
-    else:
-        cursor = conn.execute(INSERT_TASKS, params)
-    return lambda: sorted(row[0] for row in cursor.fetchall())
+        return conn.execute(load_query("insert_tasks_admitted"), params | _limit_parameters(caller, len(items)))
+    return conn.execute(INSERT_TASKS, params)
 
 
 def _limit_parameters(caller: Caller, items: int) -> dict:

@@ -208,20 +208,42 @@ def init_app(app: Flask) -> None:
             check_schema(conn)
 
 
-def notify_tasks_inserted(conn: psycopg.Connection,
-                          not_mine: Callable[[psycopg.Error], bool] = lambda error: False) -> None:
+NOTIFY_TASKS_INSERTED = "SELECT pg_notify('tasks_inserted', '')"
+
+
+def notify_tasks_inserted(conn: psycopg.Connection) -> None:
     """Wake the Calculators for what this connection has just committed.
     A transaction of its own, so that the insert's commit did not hold the
-    notification lock; if it fails, the task is found by the next poll.
-    In a pipeline, an error of the insert sent before surfaces here: those
-    for which not_mine(error) is true are raised, not logged."""
+    notification lock; if it fails, the task is found by the next poll."""
     try:
-        conn.execute("SELECT pg_notify('tasks_inserted', '')", prepare=True)
+        conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
     except psycopg.Error as error:
-        if not_mine(error):
+        _notify_failed(error)
+
+
+def _notify_failed(error: psycopg.Error) -> None:
+    log.warning("could not notify the Calculators (%s); the fallback poll will find the task",
+                error_summary(error))
+
+
+def insert_then_notify(conn: psycopg.Connection, insert: Callable[[psycopg.Connection], psycopg.Cursor]):
+    """insert(conn) sends an INSERT and returns its cursor; committed, it is
+    followed by notify_tasks_inserted's NOTIFY, both in one round trip (a
+    pipeline). The INSERT's error is raised; the NOTIFY's is logged (the
+    task is in, the next poll finds it). Returns the INSERT's cursor, read."""
+    cursor = None
+    try:
+        with conn.pipeline() as pipeline:
+            cursor = insert(conn)
+            end_transaction(pipeline)
+            conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
+    except psycopg.Error as error:
+        # A failed statement leaves its cursor without a result; an error
+        # after a successful INSERT is the NOTIFY's.
+        if cursor is None or cursor.pgresult is None:
             raise
-        log.warning("could not notify the Calculators (%s); the fallback poll will find the task",
-                    error_summary(error))
+        _notify_failed(error)
+    return cursor
 
 
 def end_transaction(pipeline: psycopg.Pipeline) -> None:

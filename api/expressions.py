@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from api import admission
 from api.auth import caller
-from api.db import connection, end_transaction, notify_tasks_inserted
+from api.db import connection, insert_then_notify, notify_tasks_inserted
 from api.errors import BadRequest
 from api.idempotency import idempotency_key, submit_once
 from api.request_body import batch, json_object
@@ -50,20 +50,20 @@ def checked_submission(item) -> tuple[str, str]:
 
 
 def _store(body: dict, insert, items: int) -> tuple[list[int], bool]:
-    """Run insert(conn), which sends the INSERT and returns a function that
-    reads its ids, at most once per Idempotency-Key: (ids, created). A
+    """Run insert(conn), which sends the INSERT and returns its cursor, at
+    most once per Idempotency-Key: (ids, in the items' order; created). A
     submission past the key's limits is a 429 and inserts nothing."""
     key = idempotency_key()
     who = caller()
+
+    def ids_of(cursor) -> list[int]:
+        return sorted(row[0] for row in cursor.fetchall())
+
     try:
         with connection() as conn:
             if key is None:
-                with conn.pipeline() as pipeline:
-                    rows = insert(conn)
-                    end_transaction(pipeline)
-                    notify_tasks_inserted(conn, admission.is_refusal)
-                return rows(), True
-            ids, created = submit_once(conn, key, body, lambda c: insert(c)(), who.owner,
+                return ids_of(insert_then_notify(conn, insert)), True
+            ids, created = submit_once(conn, key, body, lambda c: ids_of(insert(c)), who.owner,
                                        admission.is_refusal)
             if created:
                 notify_tasks_inserted(conn)

@@ -190,7 +190,7 @@ BEGIN
         WHERE owner = bucket_owner;
     ELSIF max_pending > 0 AND for_owner IS NOT NULL THEN
         -- No bucket to lock: the key's turn is taken on an advisory lock.
-        PERFORM pg_advisory_xact_lock(7301955433013, for_owner);
+        PERFORM pg_advisory_xact_lock(7301955, (for_owner % 2147483647)::integer);
     END IF;
     IF max_pending > 0 THEN
         IF for_owner IS NULL THEN

@@ -362,3 +362,30 @@ def test_the_api_role_cannot_run_the_keys_command(api_url, db):
     refused = run_keys(api_url, "create", "eve")
     assert refused.returncode == 1
     assert "may not create keys" in refused.stderr
+
+
+@pytest.mark.parametrize("rates", [
+    {"RATE_LIMIT_REQUESTS": 0, "RATE_LIMIT_ITEMS": 0},          # the key's turn: an advisory lock
+    {"RATE_LIMIT_REQUESTS": 1000, "RATE_LIMIT_ITEMS": 1000},    # the key's turn: its bucket's row lock
+])
+def test_the_pending_limit_is_exact_under_concurrent_submissions(keyed_app, keys, db, rates):
+    from werkzeug.serving import make_server
+    import threading
+    from tests.http_client import request
+    from tests.support import run_in_threads
+    app = keyed_app(MAX_PENDING_PER_KEY=5, **rates)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    statuses = []
+    try:
+        def one():
+            statuses.append(request(f"http://127.0.0.1:{server.server_port}", "POST", "/api/expressions",
+                                    json.dumps({"items": [{"expression": "1"}] * 2}),
+                                    {"Content-Type": "application/json"} | bearer(keys["alice"]))[0])
+        run_in_threads(one, 12)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert sorted(statuses) == [202] * 2 + [429] * 10, statuses
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (4,)
