@@ -389,3 +389,28 @@ def test_the_pending_limit_is_exact_under_concurrent_submissions(keyed_app, keys
         thread.join()
     assert sorted(statuses) == [202] * 2 + [429] * 10, statuses
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (4,)
+
+
+def test_the_rate_limit_is_exact_under_concurrent_submissions(keyed_app, keys, db):
+    """12 requests at once against a bucket of 5: five pass (a bucket read
+    without its row lock would let concurrent requests spend the same tokens)."""
+    from werkzeug.serving import make_server
+    import threading
+    from tests.http_client import request
+    from tests.support import run_in_threads
+    app = keyed_app(RATE_LIMIT_REQUESTS=0.01, RATE_LIMIT_BURST=500, RATE_LIMIT_ITEMS=0, MAX_PENDING_PER_KEY=0)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    statuses = []
+    try:
+        def one():
+            statuses.append(request(f"http://127.0.0.1:{server.server_port}", "POST", "/api/expression",
+                                    '{"expression": "1"}',
+                                    {"Content-Type": "application/json"} | bearer(keys["alice"]))[0])
+        run_in_threads(one, 12)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert sorted(statuses) == [202] * 5 + [429] * 7, statuses
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (5,)
