@@ -33,6 +33,9 @@ EPILOG = """\
 where the API is:
   --url, else the CALCULATOR_URL environment variable, else http://127.0.0.1:5000
 
+the API key (when the service runs with AUTH=required):
+  --key, else the CALCULATOR_API_KEY environment variable
+
 the --file format:
   one expression per line, without variables; blank lines and lines starting
   with # are skipped. Submitted in batches of 1,000; errors name the line.
@@ -40,7 +43,8 @@ the --file format:
 retries:
   every submission carries an Idempotency-Key, so a submission whose answer was
   lost (a dropped connection, a 503) is sent again safely: it cannot create a
-  second task.
+  second task. A 429 (a key's rate or unfinished-task limit) is retried after
+  the Retry-After the API names, a few times.
 """
 
 
@@ -49,38 +53,44 @@ class ApiError(RuntimeError):
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float = WAIT_SECONDS + 10):
+    def __init__(self, base_url: str, timeout: float = WAIT_SECONDS + 10, key: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.auth = {"Authorization": f"Bearer {key}"} if key else {}
 
     def call(self, method: str, path: str, payload=None, headers: dict | None = None) -> tuple[int, dict]:
-        """One request; a 503 or a lost connection is retried a few times
-        (submissions carry an Idempotency-Key, so retrying them is safe)."""
+        """One request; a 503, a 429 or a lost connection is retried a few times
+        (submissions carry an Idempotency-Key, so retrying them is safe); a
+        429 after the Retry-After it names."""
         for delay in (*RETRY_DELAYS, None):
             try:
-                status, body = self._call_once(method, path, payload, headers)
+                status, body, retry_after = self._call_once(method, path, payload, headers)
             except ApiError:
                 if delay is None:
                     raise
             else:
-                if status != 503 or delay is None:
+                if status not in (429, 503) or delay is None:
                     return status, body
+                delay = max(delay, retry_after)
             time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _call_once(self, method: str, path: str, payload, headers: dict | None) -> tuple[int, dict]:
+    def _call_once(self, method: str, path: str, payload, headers: dict | None) -> tuple[int, dict, float]:
+        """(status, body, Retry-After seconds or 0)."""
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json", **(headers or {})})
+                                         headers={"Content-Type": "application/json", **self.auth,
+                                                  **(headers or {})})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, json.loads(response.read())
+                return response.status, json.loads(response.read()), 0.0
         except urllib.error.HTTPError as error:
             try:
                 body = json.loads(error.read())
             except ValueError:
                 body = {"msg": f"HTTP {error.code}"}
-            return error.code, body
+            retry_after = error.headers.get("Retry-After", "0")
+            return error.code, body, float(retry_after) if retry_after.isdigit() else 0.0
         except OSError as error:
             raise ApiError(f"cannot reach {self.base_url}: {error}") from None
 
@@ -225,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="submit every line of this file (see the format below)")
     parser.add_argument("--url", default=os.environ.get("CALCULATOR_URL", "http://127.0.0.1:5000"),
                         help="the API (default: $CALCULATOR_URL or http://127.0.0.1:5000)")
+    parser.add_argument("--key", default=os.environ.get("CALCULATOR_API_KEY"),
+                        help="the API key, with AUTH=required (default: $CALCULATOR_API_KEY)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for results before giving up with exit status 3 (default 120)")
     args = parser.parse_args(argv)
@@ -232,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give an expression or --file, not both")
     if not args.file and not args.expression:
         parser.error("give an expression (e.g. \"x*2\" x=21) or --file with one expression per line")
-    client = Client(args.url)
+    client = Client(args.url, key=args.key)
     started = time.monotonic()
     try:
         if args.file:

@@ -4,21 +4,38 @@ and what the database keeps of a key."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psycopg
 import pytest
+from werkzeug.serving import make_server
 
 from api.keys import create_key, parse_key, revoke_key
 from core.settings import ApiSettings
-from tests.support import insert
+from tests.http_client import request
+from tests.support import insert, run_in_threads
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def serve(app):
+    """app behind a real HTTP server on 127.0.0.1; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
 
 
 def required_settings(**environ) -> ApiSettings:
@@ -248,7 +265,6 @@ def test_the_item_rate_limit_counts_bulk_items(keyed_app, keys, db):
 
 
 def test_the_rate_limit_holds_across_two_api_processes(api_url, db, keys, tmp_path):
-    from tests.http_client import request
     from tests.support import ApiServer
     settings = dict(auth="required", rate_limit_requests=0.5, rate_limit_burst=10, rate_limit_items=0)
     servers = [ApiServer(api_url, tmp_path / f"api{i}.log", **settings) for i in range(2)]
@@ -369,24 +385,14 @@ def test_the_api_role_cannot_run_the_keys_command(api_url, db):
     {"RATE_LIMIT_REQUESTS": 1000, "RATE_LIMIT_ITEMS": 1000},    # the key's turn: its bucket's row lock
 ])
 def test_the_pending_limit_is_exact_under_concurrent_submissions(keyed_app, keys, db, rates):
-    from werkzeug.serving import make_server
-    import threading
-    from tests.http_client import request
-    from tests.support import run_in_threads
     app = keyed_app(MAX_PENDING_PER_KEY=5, **rates)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     statuses = []
-    try:
+    with serve(app) as base:
         def one():
-            statuses.append(request(f"http://127.0.0.1:{server.server_port}", "POST", "/api/expressions",
+            statuses.append(request(base, "POST", "/api/expressions",
                                     json.dumps({"items": [{"expression": "1"}] * 2}),
                                     {"Content-Type": "application/json"} | bearer(keys["alice"]))[0])
         run_in_threads(one, 12)
-    finally:
-        server.shutdown()
-        thread.join()
     assert sorted(statuses) == [202] * 2 + [429] * 10, statuses
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (4,)
 
@@ -394,23 +400,27 @@ def test_the_pending_limit_is_exact_under_concurrent_submissions(keyed_app, keys
 def test_the_rate_limit_is_exact_under_concurrent_submissions(keyed_app, keys, db):
     """12 requests at once against a bucket of 5: five pass (a bucket read
     without its row lock would let concurrent requests spend the same tokens)."""
-    from werkzeug.serving import make_server
-    import threading
-    from tests.http_client import request
-    from tests.support import run_in_threads
     app = keyed_app(RATE_LIMIT_REQUESTS=0.01, RATE_LIMIT_BURST=500, RATE_LIMIT_ITEMS=0, MAX_PENDING_PER_KEY=0)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     statuses = []
-    try:
+    with serve(app) as base:
         def one():
-            statuses.append(request(f"http://127.0.0.1:{server.server_port}", "POST", "/api/expression",
-                                    '{"expression": "1"}',
+            statuses.append(request(base, "POST", "/api/expression", '{"expression": "1"}',
                                     {"Content-Type": "application/json"} | bearer(keys["alice"]))[0])
         run_in_threads(one, 12)
-    finally:
-        server.shutdown()
-        thread.join()
     assert sorted(statuses) == [202] * 5 + [429] * 7, statuses
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (5,)
+
+
+def test_the_command_line_client_sends_the_key(keyed_app, keys, calculators):
+    calculators()
+    env = {k: v for k, v in os.environ.items() if k != "CALCULATOR_API_KEY"}
+    with serve(keyed_app()) as base:
+        def client(*args, **extra):
+            return subprocess.run([sys.executable, "-m", "api.client", "--url", base, *args], cwd=ROOT,
+                                  env=env | extra, capture_output=True, text=True, timeout=60)
+        refused = client("6*7")
+        assert (refused.returncode, refused.stderr) == (
+            2, "error: an API key is needed: send 'Authorization: Bearer <key>' "
+               "(keys are made with python -m api.keys create NAME)\n")
+        assert client("6*7", "--key", keys["alice"]).stdout == "42\n"
+        assert client("6*7", CALCULATOR_API_KEY=keys["bob"]).stdout == "42\n"
