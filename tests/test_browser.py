@@ -159,3 +159,33 @@ def test_tasks_filter_detail_and_cancel(chromium, site, db):
     chromium.find_element(By.CSS_SELECTOR, f'#recent-tasks button.cancel[data-id="{pending}"]').click()
     wait(chromium, lambda d: f"Task {pending} cancelled." in d.find_element(By.ID, "refresh-state").text)
     assert db.execute("SELECT status FROM tasks WHERE id = %s", (pending,)).fetchone() == ("cancelled",)
+
+
+def test_with_keys_the_browser_signs_in_with_an_admin_key(chromium, api_url, db, calculators):
+    """AUTH=required: the page answers 401 with a Basic challenge (the
+    browser's own sign-in prompt); with the admin key as the password
+    (given here in the URL once, as a person types it into the prompt) the
+    page works, and its requests to the API carry the key too."""
+    from api import create_app
+    from api.keys import create_key
+    from core.settings import ApiSettings
+    from tests.test_auth import serve
+    key = create_key(db, "root", admin=True)
+    app = create_app({"DATABASE_URL": api_url, "TESTING": True,
+                      "SETTINGS": ApiSettings.from_env({"AUTH": "required"})})
+    calculators()
+    try:
+        with serve(app) as base:
+            chromium.get(base + "/")
+            assert not chromium.find_elements(By.ID, "expression"), "no page without the key"
+            # Signed in once (the prompt's answer is cached by the browser for
+            # this site), the page is opened at its plain address.
+            chromium.get(base.replace("http://", f"http://admin:{key}@") + "/")
+            chromium.get(base + "/")
+            submit(chromium, "x*t**y", "x=10, y=1, t=11")
+            wait(chromium, lambda d: "= 110" in text_of(d, "#submissions li"), message="110 with the key")
+            wait(chromium, lambda d: d.find_element(By.ID, "stat-done").text == "1", timeout=10)
+            assert db.execute("SELECT owner FROM tasks").fetchone() == (1,), "the admin key's task"
+    finally:
+        app.extensions["result_waiter"].close()
+        app.extensions["pool"].close()

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from core.migrations import apply_migrations
-from core.settings import CalculatorSettings, SettingsError
+from core.settings import ApiSettings, CalculatorSettings, SettingsError
 from tools.pgcluster import LocalPostgres, PostgresError
 from tools.supervisor import MAX_EXITS, WINDOW, CrashLoop, Supervisor
 
@@ -81,6 +81,7 @@ class LocalRun:
         self.port = int(self.environ.get("PORT", "5000"))
         self.host = self.environ.get("HOST", "127.0.0.1")
         self.count = int(self.environ.get("CALCULATORS", "2"))
+        self.auth = "off"
         self.cluster: LocalPostgres | None = None
         self.supervisor = Supervisor(_say)
         self.stopping = False
@@ -92,6 +93,7 @@ class LocalRun:
     def start(self) -> None:
         try:
             CalculatorSettings.from_env(self.environ)
+            self.auth = ApiSettings.from_env(self.environ).auth
         except SettingsError as error:
             raise RunError(f"bad setting: {error}") from None
         if not _port_is_free(self.host, self.port):
@@ -150,11 +152,18 @@ class LocalRun:
 calculator-service is running
   web page     http://{self.host}:{self.port}/   (metrics: http://{self.host}:{self.port}/metrics)
   API          http://{self.host}:{self.port}   (try: curl -s -X POST {self.host}:{self.port}/api/expression -H 'Content-Type: application/json' -d '{{"expression": "2+2"}}')
+  API keys     {self._keys_line(url)}
   Calculators  {self.count} (a process that dies is restarted; {MAX_EXITS} exits in {WINDOW:g} s end the run)
   database     {database}
   logs         {self.logs}/ (api.log, calculator-N.log{', postgres.log' if self.cluster else ''})
 Ctrl-C stops everything.
 """, flush=True)
+
+    def _keys_line(self, url: str) -> str:
+        if self.auth == "off":
+            return "none needed (AUTH=off); `AUTH=required make run` to try keys"
+        return (f"required (AUTH=required); make an admin key with\n"
+                f"               DATABASE_URL='{url}' {sys.executable} -m api.keys create me --admin")
 
     def watch(self) -> None:
         while not self.stopping:

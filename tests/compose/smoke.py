@@ -3,9 +3,12 @@
     make compose-smoke        (needs a Docker engine and docker-compose;
                                ../shared/docker-sandbox/setup provides both)
 
-Brings the stack up with 3 Calculators, submits the README's example and 200
-more expressions through the published port, docker-kills one Calculator
-container mid-run, checks every result, then takes the stack down (-v).
+Brings the stack up with 3 Calculators (AUTH=required, as deploy/api.env
+says), makes an API key with `docker-compose run --rm migrate python -m
+api.keys create`, checks that a request without it is refused, submits the
+README's example and 200 more expressions through the published port with
+it, docker-kills one Calculator container mid-run, checks every result, then
+takes the stack down (-v).
 Standard library only; exits non-zero on any failure.
 """
 
@@ -29,10 +32,13 @@ def compose(*args: str, check: bool = True) -> str:
     return result.stdout
 
 
+KEY = {}  # the Authorization header, once the key is made
+
+
 def call(method: str, path: str, payload=None):
     data = json.dumps(payload).encode() if payload is not None else None
     req = urllib.request.Request(BASE + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **KEY})
     try:
         with urllib.request.urlopen(req, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -68,6 +74,12 @@ def main() -> int:
     compose("up", "-d", "--build", "--scale", "calculator=3")
     try:
         wait_ready(time.monotonic() + 120)
+        status, body = call("POST", "/api/expression", {"expression": "1"})
+        if status != 401:
+            raise SystemExit(f"without a key: expected 401, got {status} {body}")
+        key = compose("run", "--rm", "-T", "migrate", "python", "-m", "api.keys", "create", "smoke").split()[-1]
+        KEY["Authorization"] = f"Bearer {key}"
+        print(f"made an API key ({key[:8]}...); without it: 401", flush=True)
         expected, killed = {}, None
         for n, (payload, outcome) in enumerate(submissions()):
             status, body = call("POST", "/api/expression", payload)
