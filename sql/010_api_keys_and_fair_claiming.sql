@@ -200,9 +200,18 @@ BEGIN
             SELECT count(*) INTO pending FROM (
                 SELECT FROM tasks WHERE status = 'pending' AND owner IS NULL LIMIT max_pending) AS p;
         ELSE
-            SELECT count(*) INTO pending FROM (
-                SELECT FROM tasks WHERE owner = for_owner AND status = 'pending' AND owner IS NOT NULL
-                LIMIT max_pending) AS p;
+            -- A key's pending rounds are distinct (its submissions take
+            -- turns here, each one after its newest round), so their span
+            -- bounds their number: two index probes, where counting would
+            -- read up to max_pending entries on every submission. Counted
+            -- only when the span says the limit may be near.
+            SELECT max(fair_round) - min(fair_round) + 1 INTO pending FROM tasks
+            WHERE owner = for_owner AND status = 'pending' AND owner IS NOT NULL;
+            IF coalesce(pending, 0) + items > max_pending THEN
+                SELECT count(*) INTO pending FROM (
+                    SELECT FROM tasks WHERE owner = for_owner AND status = 'pending' AND owner IS NOT NULL
+                    LIMIT max_pending) AS p;
+            END IF;
         END IF;
         IF pending + items > max_pending THEN
             RAISE EXCEPTION 'too many unfinished tasks' USING ERRCODE = 'CL430', DETAIL = pending::text;
