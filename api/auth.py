@@ -12,8 +12,11 @@ With AUTH=required:
   for another key); the browser asks for it (the Basic challenge);
 - /healthz, /readyz, /api/openapi.json and the page's static files are open.
 
-The key's row is read on every request (one primary-key lookup), so a
-revoked key stops working at once, on every API process.
+Each API process keeps the rows of the keys it has seen (KeyCache) for as
+long as its listener hears every change of api_keys: a trigger NOTIFYs
+api_keys_changed on any change, which empties every process's cache, so a
+revoked key stops working within milliseconds everywhere. While the listener
+is not connected, every request reads its key's row.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import base64
 import binascii
 import hmac
 from dataclasses import dataclass
+
+import threading
 
 from flask import Flask, current_app, g, request
 
@@ -37,6 +42,7 @@ ADMIN_PREFIXES = ("/dashboard/",)
 REALM = "calculator-service"
 # Compared against when the id names no key, so that an unknown id costs what a known one does.
 _NO_SECRET = bytes(32)
+CACHE_MAX_KEYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,34 @@ class Unauthorized(BadRequest):
                         ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')]
 
 
+class KeyCache:
+    """Rows of api_keys by id (only keys that exist), valid while the
+    ResultWaiter's listener says api_keys has not changed since they were read."""
+
+    def __init__(self, waiter):
+        self._waiter = waiter
+        self._lock = threading.Lock()
+        self._rows: dict[int, tuple[int, tuple]] = {}
+
+    def row(self, key_id: int, read):
+        generation = self._waiter.keys_generation
+        with self._lock:
+            cached = self._rows.get(key_id)
+        if cached is not None and cached[0] == generation and self._waiter.keys_unchanged_since(generation):
+            return cached[1]
+        row = read()
+        # Kept only if nothing changed while it was read (a change then
+        # could be older than what was read, or newer: either way, re-read).
+        if row is not None and self._waiter.keys_unchanged_since(generation):
+            with self._lock:
+                if len(self._rows) >= CACHE_MAX_KEYS:
+                    self._rows.clear()
+                self._rows[key_id] = (generation, row)
+        return row
+
+
 def init_app(app: Flask) -> None:
+    app.extensions["key_cache"] = KeyCache(app.extensions["result_waiter"])
     app.before_request(authenticate)
 
 
@@ -108,8 +141,10 @@ def _caller_from_key(key: str) -> Caller:
     key_id, secret = parsed if parsed else (0, "")
     row = None
     if parsed:
-        with connection() as conn:
-            row = conn.execute(load_query("find_api_key"), {"id": key_id}, prepare=True).fetchone()
+        def read():
+            with connection() as conn:
+                return conn.execute(load_query("find_api_key"), {"id": key_id}, prepare=True).fetchone()
+        row = current_app.extensions["key_cache"].row(key_id, read)
     name, stored, admin, revoked = row if row else (None, _NO_SECRET, False, False)
     matches = hmac.compare_digest(bytes(stored), secret_sha256(secret))
     if row is None or not matches:

@@ -24,6 +24,8 @@ log = logging.getLogger("api.waiter")
 
 CHANNEL = "results_stored"
 RECHECK_SECONDS = 1.0
+# Also heard on the same connection, for api/auth.py's cache of keys.
+KEYS_CHANNEL = "api_keys_changed"
 
 
 class ResultWaiter:
@@ -36,6 +38,18 @@ class ResultWaiter:
         self._stop = threading.Event()
         self.listening = False   # LISTENing now: notifications reach us
         self.released = False    # shutting down: waiters answer at once
+        # Moves on every connect, disconnect and api_keys_changed: what was
+        # read from api_keys under one generation is current while it lasts.
+        self.keys_generation = 0
+
+    def keys_unchanged_since(self, generation: int) -> bool:
+        """Whether api_keys is known not to have changed since generation."""
+        self._ensure_listening()
+        return self.listening and self.keys_generation == generation
+
+    def _keys_changed(self) -> None:
+        with self._lock:
+            self.keys_generation += 1
 
     def register(self, task_id: int) -> threading.Event:
         self._ensure_listening()
@@ -82,18 +96,24 @@ class ResultWaiter:
                 with connect(self.url, application_name="calculator-api-waiter",
                              connect_timeout=1) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {KEYS_CHANNEL}")
+                    self._keys_changed()
                     self.listening = True
                     delay = 0.1
                     self._wake_all()  # anything stored while we were not listening
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=1.0):
-                            self._wake(notify.payload)
+                            if notify.channel == KEYS_CHANNEL:
+                                self._keys_changed()
+                            else:
+                                self._wake(notify.payload)
             except Exception as error:  # whatever happens, the listener goes on
                 if self.listening:
                     log.warning("result listener failed (%s: %s); waiters fall back to "
                                 "re-reading every %s s until it listens again", type(error).__name__,
                                 error_summary(error), RECHECK_SECONDS)
                 self.listening = False
+                self._keys_changed()
                 self._wake_all()
                 self._stop.wait(delay)
                 delay = min(delay * 2, 1.0)

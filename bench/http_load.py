@@ -42,13 +42,13 @@ def gunicorn(url: str, app: str | None = None, **env):
 
 
 def load(base: str, method: str, paths: list[str], body: bytes | None, clients: int,
-         seconds: float) -> dict:
+         seconds: float, headers: dict[str, str] | None = None) -> dict:
     """clients connections, each one request at a time, for seconds, with wrk
     (a C load generator, Debian's package `wrk`): a Python client would take
     the CPU of the server it measures on a small machine."""
     if not shutil.which("wrk"):
         raise SystemExit("the API benchmarks need wrk: apt-get install wrk")
-    return _wrk(base, method, paths, body, clients, seconds)
+    return _wrk(base, method, paths, body, clients, seconds, headers)
 
 
 _WRK_SCRIPT = """
@@ -67,11 +67,14 @@ end
 _scripts = 0
 
 
-def _wrk_command(base, method, paths, body, clients, seconds, timeout: float = 2) -> list[str]:
+def _wrk_command(base, method, paths, body, clients, seconds, timeout: float = 2,
+                 headers: dict[str, str] | None = None) -> list[str]:
     global _scripts
     _scripts += 1
     script = WORKDIR / f"wrk-{os.getpid()}-{_scripts}.lua"
     body_line = f"wrk.body = {json.dumps(body.decode())}" if body else ""
+    for name, value in (headers or {}).items():
+        body_line += f"\nwrk.headers[{json.dumps(name)}] = {json.dumps(value)}"
     script.write_text(_WRK_SCRIPT % (", ".join(json.dumps(p) for p in paths), method, body_line))
     return ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency",
             "--timeout", f"{timeout:g}s", "-s", str(script), base]
@@ -83,8 +86,8 @@ def wrk_start(base: str, paths: list[str], clients: int, seconds: float, timeout
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wrk(base, method, paths, body, clients, seconds) -> dict:
-    output = subprocess.run(_wrk_command(base, method, paths, body, clients, seconds),
+def _wrk(base, method, paths, body, clients, seconds, headers=None) -> dict:
+    output = subprocess.run(_wrk_command(base, method, paths, body, clients, seconds, headers=headers),
                             check=True, capture_output=True, text=True).stdout
     figures = {"tool": "wrk", "server_errors": 0}
     for line in output.splitlines():

@@ -30,6 +30,22 @@ CREATE TABLE api_keys (
 -- it does not see the old key's tasks).
 CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL;
 
+-- Every change of api_keys is announced: API processes keep the rows of
+-- the keys they have seen while they hear this, and empty that cache on it
+-- (api/auth.py), so a revoked key stops working within milliseconds.
+CREATE FUNCTION notify_api_keys_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('api_keys_changed', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER api_keys_changed_notify
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON api_keys
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION notify_api_keys_changed();
+
 COMMENT ON TABLE api_keys IS
     'API keys: create and revoke with python -m api.keys; tasks.owner is an id from here.';
 

@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from api.keys import create_key, parse_key, revoke_key
 from core.settings import ApiSettings
 from tests.http_client import request
-from tests.support import insert, run_in_threads
+from tests.support import insert, run_in_threads, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,9 +113,14 @@ def test_a_bad_key_is_401(keyed, keys, header):
 
 def test_a_revoked_key_is_401_at_once_and_its_name_may_be_given_again(keyed, keys, db):
     task_id = submit(keyed, keys["alice"])
+    assert keyed.get(f"/api/result/{task_id}", headers=bearer(keys["alice"])).status_code == 202
     assert revoke_key(db, "alice")
-    response = keyed.get(f"/api/result/{task_id}", headers=bearer(keys["alice"]))
-    assert (response.status_code, response.json["msg"]) == (401, "API key 'alice' was revoked")
+    # The API process's cache of keys is emptied by a notification: at once,
+    # give or take its delivery.
+    response = wait_for(lambda: (lambda r: r.status_code == 401 and r)(
+        keyed.get(f"/api/result/{task_id}", headers=bearer(keys["alice"]))), timeout=2, interval=0.005,
+        message="the revoked key refused")
+    assert response.json["msg"] == "API key 'alice' was revoked"
     again = create_key(db, "alice")
     response = keyed.get(f"/api/result/{task_id}", headers=bearer(again))
     assert response.status_code == 404, "a new key of the same name is another owner"
@@ -426,3 +431,22 @@ def test_the_command_line_client_sends_the_key(keyed_app, keys, calculators):
                "(keys are made with python -m api.keys create NAME)\n")
         assert client("6*7", "--key", keys["alice"]).stdout == "42\n"
         assert client("6*7", CALCULATOR_API_KEY=keys["bob"]).stdout == "42\n"
+
+
+def test_a_revocation_reaches_every_api_process_at_once(api_url, database_url, db, keys, tmp_path):
+    """Two gunicorn processes that have both used alice's key refuse it
+    within moments of `python -m api.keys revoke alice` (their caches of
+    keys are emptied by a notification)."""
+    from tests.support import ApiServer
+    servers = [ApiServer(api_url, tmp_path / f"api{i}.log", auth="required") for i in range(2)]
+    try:
+        def status(server) -> int:
+            return request(server.base, "GET", "/api/stats", headers=bearer(keys["alice"]))[0]
+        for _ in range(3):  # used, and so cached, by each
+            assert [status(server) for server in servers] == [200, 200]
+        assert run_keys(database_url, "revoke", "alice").returncode == 0
+        for server in servers:
+            wait_for(lambda: status(server) == 401, timeout=2, interval=0.005, message="revoked everywhere")
+    finally:
+        for server in servers:
+            server.stop()
