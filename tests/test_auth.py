@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -113,7 +114,9 @@ def test_a_bad_key_is_401(keyed, keys, header):
 
 def test_a_revoked_key_is_401_at_once_and_its_name_may_be_given_again(keyed, keys, db):
     task_id = submit(keyed, keys["alice"])
+    wait_for(lambda: keyed.application.extensions["result_waiter"].listening, message="the listener")
     assert keyed.get(f"/api/result/{task_id}", headers=bearer(keys["alice"])).status_code == 202
+    assert 1 in keyed.application.extensions["key_cache"]._rows, "alice's key is cached"
     assert revoke_key(db, "alice")
     # The API process's cache of keys is emptied by a notification: at once,
     # give or take its delivery.
@@ -438,12 +441,14 @@ def test_a_revocation_reaches_every_api_process_at_once(api_url, database_url, d
     within moments of `python -m api.keys revoke alice` (their caches of
     keys are emptied by a notification)."""
     from tests.support import ApiServer
-    servers = [ApiServer(api_url, tmp_path / f"api{i}.log", auth="required") for i in range(2)]
+    servers = [ApiServer(api_url, tmp_path / f"api{i}.log", auth="required", web_concurrency=1)
+               for i in range(2)]
     try:
         def status(server) -> int:
             return request(server.base, "GET", "/api/stats", headers=bearer(keys["alice"]))[0]
-        for _ in range(3):  # used, and so cached, by each
+        for _ in range(20):  # used, and so cached, by each (its listener connects meanwhile)
             assert [status(server) for server in servers] == [200, 200]
+            time.sleep(0.02)
         assert run_keys(database_url, "revoke", "alice").returncode == 0
         for server in servers:
             wait_for(lambda: status(server) == 401, timeout=2, interval=0.005, message="revoked everywhere")
