@@ -1,10 +1,11 @@
 """Submitting under the per-key limits (issue 13).
 
 The rule lives in admit_submission() (sql/010_api_keys_and_fair_claiming.sql),
-called inside the INSERT it admits: a refusal inserts nothing (a bulk
-submission is all or nothing), and the limits hold across any number of API
-processes because PostgreSQL keeps them. This module picks the INSERT, passes
-the settings and turns a refusal into a 429 with Retry-After.
+called by the INSERT it admits: a refusal inserts nothing (a bulk
+submission is all or nothing) and comes back as a row saying why, and the
+limits hold across any number of API processes because PostgreSQL keeps
+them. This module picks the INSERT, passes the settings, reads the ids and
+turns a refusal into a 429 with Retry-After.
 
 Without an owner and without limits (AUTH=off, nothing set) the INSERT is the
 plain one of before keys existed.
@@ -21,9 +22,15 @@ from api.auth import Caller
 from api.errors import BadRequest
 from core.database import load_query
 
-RATE_LIMITED = "CL429"
-TOO_MANY_PENDING = "CL430"
-REFUSALS = (RATE_LIMITED, TOO_MANY_PENDING)
+
+
+class Refused(Exception):
+    """admit_submission() refused: kind 'rate' (detail: seconds to wait) or
+    'pending' (detail: the key's unfinished tasks)."""
+
+    def __init__(self, kind: str, detail: float):
+        super().__init__(kind)
+        self.kind, self.detail = kind, detail
 
 INSERT_TASK = "INSERT INTO tasks (expression, variables) VALUES (%(expression)s, %(variables)s::jsonb) RETURNING id"
 # One statement, one NOTIFY, however many items. Ids come from the sequence
@@ -59,6 +66,24 @@ def insert_many(conn: psycopg.Connection, caller: Caller, items: list[tuple[str,
     return conn.execute(INSERT_TASKS, params)
 
 
+def inserted_ids(cursor: psycopg.Cursor) -> list[int]:
+    """The ids an INSERT above created, in the items' order; Refused if
+    admit_submission() refused it (then nothing was inserted)."""
+    rows = cursor.fetchall()
+    if len(rows) == 1 and len(rows[0]) == 3 and rows[0][1] is not None:
+        raise Refused(rows[0][1], rows[0][2])
+    return sorted(row[0] for row in rows)
+
+
+def check_fits(items: int) -> None:
+    """A submission larger than the unfinished-task limit can never pass: a
+    400, not a 429 to retry."""
+    limit = current_app.config["SETTINGS"].key_limits.max_pending
+    if limit and items > limit:
+        raise BadRequest(f"{items} expressions can never be accepted at once: a key may have at most "
+                         f"{limit} unfinished tasks (MAX_PENDING_PER_KEY); send at most {limit} at a time")
+
+
 def _limit_parameters(caller: Caller, items: int) -> dict:
     limits = current_app.config["SETTINGS"].key_limits
     return {"owner": caller.owner, "items": items, "max_pending": limits.max_pending,
@@ -66,30 +91,25 @@ def _limit_parameters(caller: Caller, items: int) -> dict:
             "item_rate": limits.items_per_second, "item_burst": limits.item_burst}
 
 
-def is_refusal(error: BaseException) -> bool:
-    return isinstance(error, psycopg.Error) and getattr(error, "sqlstate", None) in REFUSALS
-
-
-def refusal(error: psycopg.Error, caller: Caller, items: int) -> BadRequest:
+def refusal(refused: Refused, caller: Caller, items: int) -> BadRequest:
     """The 429 for a submission admit_submission() refused."""
     limits = current_app.config["SETTINGS"].key_limits
     who = f"key {caller.name!r}" if caller.name else "this service (all clients together)"
-    detail = error.diag.message_detail or "0"
-    if error.sqlstate == RATE_LIMITED:
-        wait = float(detail)
+    if refused.kind == "rate":
         allowed = []
         if limits.requests_per_second:
             allowed.append(f"{limits.requests_per_second:g} requests")
         if limits.items_per_second:
             allowed.append(f"{limits.items_per_second:g} items")
         msg = (f"rate limit: {who} may submit {' and '.join(allowed)} per second "
-               f"(bursts of {limits.burst_seconds:g} s); this request needs {wait:.2f} s more. "
+               f"(bursts of {limits.burst_seconds:g} s); this request needs {refused.detail:.2f} s more. "
                "Nothing was submitted")
-        retry_after = max(1, math.ceil(wait))
+        retry_after = max(1, math.ceil(refused.detail))
     else:
-        pending = int(detail)
-        msg = (f"too many unfinished tasks: {who} has {pending}, and at most {limits.max_pending} "
-               f"may wait at once (this request adds {items}). Nothing was submitted; "
-               "wait for results or cancel some")
+        pending = int(refused.detail)
+        has = (f"has {limits.max_pending} unfinished tasks or more" if pending >= limits.max_pending
+               else f"has {pending} unfinished tasks")
+        msg = (f"too many unfinished tasks: {who} {has}, at most {limits.max_pending} may wait at once, "
+               f"and this request adds {items}. Nothing was submitted; wait for results or cancel some")
         retry_after = 1
     return BadRequest(msg, 429, [("Retry-After", str(retry_after))])

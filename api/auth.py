@@ -132,8 +132,9 @@ def _presented_key() -> str:
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthorized("malformed Basic credentials: send 'Authorization: Bearer <key>'") from None
         return password or user
-    raise Unauthorized("send the API key as 'Authorization: Bearer <key>', "
-                       f"not as {scheme[:20]!r}")
+    # Not echoed: what was sent may be a key in the wrong place.
+    raise Unauthorized("send the API key as 'Authorization: Bearer <key>' (or HTTP Basic, the key "
+                       "as the password); this Authorization header is neither")
 
 
 def _caller_from_key(key: str) -> Caller:

@@ -244,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give an expression or --file, not both")
     if not args.file and not args.expression:
         parser.error("give an expression (e.g. \"x*2\" x=21) or --file with one expression per line")
-    client = Client(args.url, key=args.key)
+    key = (args.key or "").strip() or None  # a key read from a file keeps its line end
+    if key is not None and not (key.isascii() and key.isprintable() and " " not in key):
+        parser.error("the API key holds characters no key has (spaces, control or non-ASCII characters): "
+                     "check --key or CALCULATOR_API_KEY")
+    client = Client(args.url, key=key)
     started = time.monotonic()
     try:
         if args.file:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 
-import psycopg
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from api import admission
@@ -55,23 +54,18 @@ def _store(body: dict, insert, items: int) -> tuple[list[int], bool]:
     submission past the key's limits is a 429 and inserts nothing."""
     key = idempotency_key()
     who = caller()
-
-    def ids_of(cursor) -> list[int]:
-        return sorted(row[0] for row in cursor.fetchall())
-
+    admission.check_fits(items)
     try:
         with connection() as conn:
             if key is None:
-                return ids_of(insert_then_notify(conn, insert)), True
-            ids, created = submit_once(conn, key, body, lambda c: ids_of(insert(c)), who.owner,
-                                       admission.is_refusal)
+                return admission.inserted_ids(insert_then_notify(conn, insert)), True
+            ids, created = submit_once(conn, key, body, lambda c: admission.inserted_ids(insert(c)),
+                                       who.owner, admission.Refused)
             if created:
                 notify_tasks_inserted(conn)
         return ids, created
-    except psycopg.Error as error:
-        if admission.is_refusal(error):
-            raise admission.refusal(error, who, items) from None
-        raise
+    except admission.Refused as refused:
+        raise admission.refusal(refused, who, items) from None
 
 
 def _accepted(payload: dict, created: bool):

@@ -59,12 +59,12 @@ def fingerprint(body: dict) -> bytes:
 
 def submit_once(conn: psycopg.Connection, key: str, body: dict,
                 insert: Callable[[psycopg.Connection], list[int]], owner: int | None = None,
-                refused: Callable[[BaseException], bool] = lambda error: False) -> tuple[list[int], bool]:
+                refused: type[Exception] | tuple = ()) -> tuple[list[int], bool]:
     """(ids, created): insert() runs, and its ids are recorded under key, in one
     transaction; if the key is already recorded, the first request's ids
     (created False) instead, or BadRequest 422 if that was another request.
     Keys are per owner (an API key's id; None: no keys): two clients never
-    see each other's. An insert refused by a limit (refused(error)) is
+    see each other's. An insert refused by a limit (raising refused) is
     answered from the record when the request was accepted before: a replay
     is not a new submission."""
     digest = fingerprint(body)
@@ -81,8 +81,8 @@ def submit_once(conn: psycopg.Connection, key: str, body: dict,
             return ids, True
         except _KeyTaken:
             pass
-        except psycopg.Error as error:
-            if not refused(error) or conn.execute(load_query("find_idempotency_key"), scope).fetchone() is None:
+        except refused:
+            if conn.execute(load_query("find_idempotency_key"), scope).fetchone() is None:
                 raise
         row = conn.execute(load_query("find_idempotency_key"), scope).fetchone()
         if row is None:

@@ -2,7 +2,8 @@
 
     python -m api.keys create NAME [--admin]   prints the new key, once
     python -m api.keys list                    every key, live and revoked
-    python -m api.keys revoke NAME             the key stops working at once
+    python -m api.keys revoke NAME [--cancel-pending]
+                                               the key stops working at once
 
 A key reads "calc_<id>_<secret>": the id finds its row in api_keys, the
 secret (32 random bytes, URL-safe base64) is stored only as its SHA-256 and
@@ -56,8 +57,17 @@ def create_key(conn: psycopg.Connection, name: str, admin: bool = False) -> str:
     return format_key(key_id, secret)
 
 
-def revoke_key(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute(load_query("revoke_api_key"), {"name": name}).fetchone() is not None
+def revoke_key(conn: psycopg.Connection, name: str, cancel_pending: bool = False) -> int | None:
+    """Revoke the live key of that name: None if there is none, else how many
+    of its unfinished tasks were cancelled (with cancel_pending; else 0: they
+    are still calculated, and admin keys still see them)."""
+    with conn.transaction():
+        row = conn.execute(load_query("revoke_api_key"), {"name": name}).fetchone()
+        if row is None:
+            return None
+        if not cancel_pending:
+            return 0
+        return conn.execute(load_query("cancel_pending_of_key"), {"owner": row[0]}).fetchone()[0]
 
 
 def list_keys(conn: psycopg.Connection) -> list[tuple]:
@@ -74,10 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("list", help="list the keys")
     revoke = commands.add_parser("revoke", help="revoke the live key of this name")
     revoke.add_argument("name")
+    revoke.add_argument("--cancel-pending", action="store_true",
+                        help="also cancel its unfinished tasks (else they are still calculated)")
     args = parser.parse_args(argv)
     try:
         with connect(database_url(), autocommit=True, application_name="calculator-keys") as conn:
             return _run(conn, args)
+    except psycopg.errors.InsufficientPrivilege:
+        print("error: this database role may not manage keys; run as the database's owner "
+              "(the role migrations run as)", file=sys.stderr)
+        return 1
     except psycopg.Error as error:
         print(f"error: {error_summary(error)}", file=sys.stderr)
         return 1
@@ -94,24 +110,23 @@ def _run(conn: psycopg.Connection, args) -> int:
         except psycopg.errors.CheckViolation:
             print(f"error: a key's name is {NAME_RULE}; not {args.name!r}", file=sys.stderr)
             return 1
-        except psycopg.errors.InsufficientPrivilege:
-            print("error: this database role may not create keys; run as the database's owner "
-                  "(the role migrations run as)", file=sys.stderr)
-            return 1
         print(key)
         print(f"created {'admin ' if args.admin else ''}key {args.name!r}: it is shown this once "
               "and stored only as a hash; send it as 'Authorization: Bearer <key>'", file=sys.stderr)
         return 0
     if args.command == "revoke":
-        if not revoke_key(conn, args.name):
+        cancelled = revoke_key(conn, args.name, args.cancel_pending)
+        if cancelled is None:
             print(f"error: no live key named {args.name!r}", file=sys.stderr)
             return 1
-        print(f"revoked key {args.name!r}", file=sys.stderr)
+        print(f"revoked key {args.name!r}" + (f"; cancelled {cancelled} unfinished tasks"
+                                              if args.cancel_pending else ""), file=sys.stderr)
         return 0
     rows = list_keys(conn)
-    print(f"{'id':>5}  {'name':<24} {'admin':<5}  {'created':<19}  {'revoked':<19}  pending")
+    width = max([len("name"), *(len(row[1]) for row in rows)])
+    print(f"{'id':>5}  {'name':<{width}}  {'admin':<5}  {'created':<19}  {'revoked':<19}  pending")
     for key_id, name, admin, created, revoked, pending in rows:
-        print(f"{key_id:>5}  {name:<24} {'yes' if admin else 'no':<5}  {created:%Y-%m-%d %H:%M:%S}  "
+        print(f"{key_id:>5}  {name:<{width}}  {'yes' if admin else 'no':<5}  {created:%Y-%m-%d %H:%M:%S}  "
               f"{f'{revoked:%Y-%m-%d %H:%M:%S}' if revoked else '-':<19}  {pending}")
     return 0
 

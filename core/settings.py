@@ -16,7 +16,7 @@ class SettingsError(ValueError):
     """A setting in the environment has a value we cannot use."""
 
 
-def _number(environ: Mapping[str, str], name: str, default, kind=int, minimum=None):
+def _number(environ: Mapping[str, str], name: str, default, kind=int, minimum=None, maximum=None):
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -29,6 +29,8 @@ def _number(environ: Mapping[str, str], name: str, default, kind=int, minimum=No
         raise SettingsError(f"{name} must be {article}, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum:g}, got {raw!r}")
     return value
 
 
@@ -173,11 +175,13 @@ class KeyLimits:
     def from_env(cls, environ: Mapping[str, str], auth: str, max_batch: int) -> "KeyLimits":
         defaults = cls() if auth == "required" else cls(0, 0.0, 0.0)
         limits = cls(
-            max_pending=_number(environ, "MAX_PENDING_PER_KEY", defaults.max_pending, minimum=0),
+            max_pending=_number(environ, "MAX_PENDING_PER_KEY", defaults.max_pending, minimum=0, maximum=1e9),
             requests_per_second=_number(environ, "RATE_LIMIT_REQUESTS", defaults.requests_per_second,
-                                        float, minimum=0),
-            items_per_second=_number(environ, "RATE_LIMIT_ITEMS", defaults.items_per_second, float, minimum=0),
-            burst_seconds=_number(environ, "RATE_LIMIT_BURST", defaults.burst_seconds, float, minimum=0.001),
+                                        float, minimum=0, maximum=1e9),
+            items_per_second=_number(environ, "RATE_LIMIT_ITEMS", defaults.items_per_second, float,
+                                     minimum=0, maximum=1e9),
+            burst_seconds=_number(environ, "RATE_LIMIT_BURST", defaults.burst_seconds, float,
+                                  minimum=0.001, maximum=1e6),
         )
         if limits.requests_per_second and limits.request_burst < 1:
             raise SettingsError("RATE_LIMIT_REQUESTS x RATE_LIMIT_BURST must be at least 1 "
@@ -210,6 +214,9 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ApiSettings":
+        if "AUTH" in environ and not environ["AUTH"].strip():
+            # Fail closed: an empty AUTH= is more likely a lost value than a wish for no keys.
+            raise SettingsError("AUTH is set but empty: set AUTH=required (API keys) or AUTH=off (none)")
         auth = _choice(environ, "AUTH", cls.auth, ("off", "required"))
         max_batch = _number(environ, "MAX_BATCH", cls.max_batch, minimum=1)
         return cls(

@@ -26,9 +26,23 @@ CREATE TABLE api_keys (
     CONSTRAINT api_keys_name_shape CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$'),
     CONSTRAINT api_keys_secret_is_sha256 CHECK (length(secret_sha256) = 32)
 );
--- One live key per name; a revoked name may be given to a new key (a new id:
--- it does not see the old key's tasks).
-CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL;
+-- One live key per name, whatever its case; a revoked name may be given to a
+-- new key (a new id: it does not see the old key's tasks).
+CREATE UNIQUE INDEX api_keys_live_name ON api_keys (lower(name)) WHERE revoked_at IS NULL;
+
+-- Keys are revoked, never deleted: an id names one key forever, so a task's
+-- owner can never come to mean another key.
+CREATE FUNCTION refuse_deleting_api_keys() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'API key % (%) cannot be deleted', OLD.id, OLD.name
+        USING ERRCODE = 'restrict_violation',
+              HINT = 'revoke it instead: python -m api.keys revoke NAME';
+END;
+$$;
+
+CREATE TRIGGER api_keys_are_never_deleted BEFORE DELETE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION refuse_deleting_api_keys();
 
 -- Every change of api_keys is announced: API processes keep the rows of
 -- the keys they have seen while they hear this, and empty that cache on it
@@ -61,7 +75,8 @@ COMMENT ON TABLE api_keys IS
 -- behind everybody's backlog (start-time fair queueing, one task a turn).
 -- Rows without an owner keep their id as their place: served in arrival
 -- order, as before this migration; with AUTH=off every row is such a row.
-ALTER TABLE tasks ADD COLUMN owner bigint, ADD COLUMN fair_round bigint;
+ALTER TABLE tasks ADD COLUMN owner bigint, ADD COLUMN fair_round bigint,
+    ADD CONSTRAINT tasks_owner_is_a_key_id CHECK (owner > 0);
 
 COMMENT ON COLUMN tasks.owner IS
     'api_keys.id of the key that submitted the task; NULL: nobody (psql rows, AUTH=off)';
@@ -99,13 +114,23 @@ BEGIN
 END;
 $$;
 
--- A row inserted with an owner but no round (psql) gets its round here. The
--- API computes the rounds of its rows in its INSERT (one call a statement);
--- rows without an owner do not fire this trigger at all.
+-- A row inserted with an owner but no round (psql) gets its round here, and
+-- its owner must be a key that exists (no foreign key: its check would lock
+-- the key's row for every task inserted). The API computes the rounds of its
+-- rows in its INSERT (one call a statement) for the key it authenticated;
+-- rows without an owner do not fire this trigger at all. A psql user who
+-- sets both owner and fair_round is trusted with both.
 CREATE FUNCTION assign_fair_round() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.fair_round := next_fair_round(NEW.owner);
+    IF NOT EXISTS (SELECT FROM api_keys WHERE id = NEW.owner) THEN
+        RAISE EXCEPTION 'owner % is not an API key', NEW.owner
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'owner is an api_keys id: SELECT id, name FROM api_keys, or leave it NULL (nobody)';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        NEW.fair_round := next_fair_round(NEW.owner);
+    END IF;
     RETURN NEW;
 END;
 $$;
@@ -113,6 +138,12 @@ $$;
 CREATE TRIGGER tasks_fair_round BEFORE INSERT ON tasks
     FOR EACH ROW
     WHEN (NEW.owner IS NOT NULL AND NEW.fair_round IS NULL)
+    EXECUTE FUNCTION assign_fair_round();
+
+-- Giving a pending task to a key with psql: that key must exist too.
+CREATE TRIGGER tasks_owner_changed BEFORE UPDATE OF owner ON tasks
+    FOR EACH ROW
+    WHEN (NEW.owner IS NOT NULL AND NEW.owner IS DISTINCT FROM OLD.owner)
     EXECUTE FUNCTION assign_fair_round();
 
 -- A finished row's owner is final too (sql/009 lists the rest).
@@ -157,26 +188,31 @@ CREATE TABLE submission_buckets (
     refilled_at     timestamptz      NOT NULL
 );
 
--- Admit a submission of `items` tasks by `for_owner` (NULL: no key), or
--- raise:
---   SQLSTATE CL429, rate limit: DETAIL is the seconds until it would pass;
---   SQLSTATE CL430, too many unfinished tasks: DETAIL is how many it has.
--- A rate or a limit of 0 is no limit. Returns the fair round of the first of
--- the items (the others follow it by one each; NULL for no owner).
+-- Admit a submission of `items` tasks by `for_owner` (NULL: no key). One
+-- row: refused NULL and the fair round of the first item (the others follow
+-- it by one each; NULL for no owner), or refused = 'rate' with detail = the
+-- seconds until the request would pass, or refused = 'pending' with detail =
+-- the key's unfinished tasks (counted up to max_pending). A rate or a limit
+-- of 0 is no limit.
 --
--- Called inside the INSERT it admits, so a refusal inserts nothing, and the
--- bucket row stays locked until that INSERT commits: two submissions of one
--- key take turns from here to their commit, so the unfinished-task limit is
--- exact. Submissions of different keys do not wait for each other.
+-- The INSERT it admits reads this row and inserts nothing when refused
+-- (sql/queries/insert_task*_admitted.sql): a refusal is an answer, not an
+-- error, so a client hammering past its limit fills no server log. The
+-- bucket row (or, without rate limits, an advisory lock of the key) stays
+-- locked until that INSERT commits: two submissions of one key take turns
+-- from here to their commit, so the unfinished-task limit is exact, and the
+-- clock is read after the lock is granted (and never before the bucket's
+-- last refill), so a submission that waited for it refills nothing twice.
+-- Submissions of different keys do not wait for each other.
 CREATE FUNCTION admit_submission(for_owner bigint, items integer, max_pending integer,
                                  request_rate float8, request_burst float8,
                                  item_rate float8, item_burst float8)
-RETURNS bigint
+RETURNS TABLE (first_round bigint, refused text, detail float8)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     bucket_owner bigint := coalesce(for_owner, 0);
     bucket submission_buckets;
-    now_ts timestamptz := clock_timestamp();
+    now_ts timestamptz;
     elapsed float8;
     requests_left float8;
     items_left float8;
@@ -184,13 +220,14 @@ DECLARE
     pending bigint;
 BEGIN
     IF request_rate > 0 OR item_rate > 0 THEN
-        SELECT * INTO bucket FROM submission_buckets WHERE owner = bucket_owner FOR UPDATE;
+        SELECT * INTO bucket FROM submission_buckets b WHERE b.owner = bucket_owner FOR UPDATE;
         IF NOT FOUND THEN
-            INSERT INTO submission_buckets VALUES (bucket_owner, request_burst, item_burst, now_ts)
+            INSERT INTO submission_buckets VALUES (bucket_owner, request_burst, item_burst, clock_timestamp())
             ON CONFLICT (owner) DO NOTHING;
-            SELECT * INTO bucket FROM submission_buckets WHERE owner = bucket_owner FOR UPDATE;
+            SELECT * INTO bucket FROM submission_buckets b WHERE b.owner = bucket_owner FOR UPDATE;
         END IF;
-        elapsed := greatest(0, extract(epoch FROM now_ts - bucket.refilled_at));
+        now_ts := greatest(clock_timestamp(), bucket.refilled_at);  -- after the lock: see above
+        elapsed := extract(epoch FROM now_ts - bucket.refilled_at);
         requests_left := least(request_burst, bucket.request_tokens + elapsed * request_rate);
         items_left := least(item_burst, bucket.item_tokens + elapsed * item_rate);
         IF request_rate > 0 AND requests_left < 1 THEN
@@ -200,13 +237,14 @@ BEGIN
             wait := greatest(wait, (items - items_left) / item_rate);
         END IF;
         IF wait > 0 THEN
-            RAISE EXCEPTION 'rate limit' USING ERRCODE = 'CL429', DETAIL = wait::text;
+            RETURN QUERY SELECT NULL::bigint, 'rate'::text, wait;
+            RETURN;
         END IF;
-        UPDATE submission_buckets
+        UPDATE submission_buckets b
         SET request_tokens = requests_left - CASE WHEN request_rate > 0 THEN 1 ELSE 0 END,
             item_tokens = items_left - CASE WHEN item_rate > 0 THEN items ELSE 0 END,
             refilled_at = now_ts
-        WHERE owner = bucket_owner;
+        WHERE b.owner = bucket_owner;
     ELSIF max_pending > 0 AND for_owner IS NOT NULL THEN
         -- No bucket to lock: the key's turn is taken on an advisory lock.
         PERFORM pg_advisory_xact_lock(7301955, (for_owner % 2147483647)::integer);
@@ -214,29 +252,28 @@ BEGIN
     IF max_pending > 0 THEN
         IF for_owner IS NULL THEN
             SELECT count(*) INTO pending FROM (
-                SELECT FROM tasks WHERE status = 'pending' AND owner IS NULL LIMIT max_pending) AS p;
+                SELECT FROM tasks t WHERE t.status = 'pending' AND t.owner IS NULL LIMIT max_pending) AS p;
         ELSE
             -- A key's pending rounds are distinct (its submissions take
             -- turns here, each one after its newest round), so their span
             -- bounds their number: two index probes, where counting would
             -- read up to max_pending entries on every submission. Counted
             -- only when the span says the limit may be near.
-            SELECT max(fair_round) - min(fair_round) + 1 INTO pending FROM tasks
-            WHERE owner = for_owner AND status = 'pending' AND owner IS NOT NULL;
+            SELECT max(t.fair_round) - min(t.fair_round) + 1 INTO pending FROM tasks t
+            WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL;
             IF coalesce(pending, 0) + items > max_pending THEN
                 SELECT count(*) INTO pending FROM (
-                    SELECT FROM tasks WHERE owner = for_owner AND status = 'pending' AND owner IS NOT NULL
+                    SELECT FROM tasks t WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL
                     LIMIT max_pending) AS p;
             END IF;
         END IF;
         IF pending + items > max_pending THEN
-            RAISE EXCEPTION 'too many unfinished tasks' USING ERRCODE = 'CL430', DETAIL = pending::text;
+            RETURN QUERY SELECT NULL::bigint, 'pending'::text, pending::float8;
+            RETURN;
         END IF;
     END IF;
-    IF for_owner IS NULL THEN
-        RETURN NULL;
-    END IF;
-    RETURN next_fair_round(for_owner);
+    RETURN QUERY SELECT CASE WHEN for_owner IS NULL THEN NULL ELSE next_fair_round(for_owner) END,
+                        NULL::text, NULL::float8;
 END;
 $$;
 
@@ -327,7 +364,7 @@ $$;
 ------------------------------------------------------------------------------
 -- Cancelling, optionally only one owner's tasks: with owned_by set, another
 -- owner's task is reported exactly like an id that does not exist
--- ('unknown', or 'expired' below the retention mark) and is not touched.
+-- ('unknown', or 'expired' at or below the retention mark) and is not touched.
 -- owned_by NULL: any task (psql, admin keys, AUTH=off).
 DROP FUNCTION cancel_tasks(bigint[]);
 CREATE FUNCTION cancel_tasks(ids bigint[], owned_by bigint DEFAULT NULL)
@@ -358,9 +395,12 @@ BEGIN
     RETURN QUERY
     SELECT o.id,
            CASE WHEN owned_by IS NULL OR t.owner = owned_by OR t.id IS NULL THEN o.status
+                -- another owner's task: what an id not in tasks would say
+                WHEN o.id <= r.purged_through THEN 'expired'
                 ELSE 'unknown' END,
            o.id = ANY(cancelled)
     FROM task_outcomes(ids) AS o
+    CROSS JOIN task_retention r
     LEFT JOIN tasks t ON t.id = o.id;
 END;
 $$;

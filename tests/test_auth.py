@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -117,7 +118,7 @@ def test_a_revoked_key_is_401_at_once_and_its_name_may_be_given_again(keyed, key
     wait_for(lambda: keyed.application.extensions["result_waiter"].listening, message="the listener")
     assert keyed.get(f"/api/result/{task_id}", headers=bearer(keys["alice"])).status_code == 202
     assert 1 in keyed.application.extensions["key_cache"]._rows, "alice's key is cached"
-    assert revoke_key(db, "alice")
+    assert revoke_key(db, "alice") == 0, "revoked, nothing cancelled"
     # The API process's cache of keys is emptied by a notification: at once,
     # give or take its delivery.
     response = wait_for(lambda: (lambda r: r.status_code == 401 and r)(
@@ -235,11 +236,14 @@ def test_past_the_pending_limit_a_submission_is_429_and_inserts_nothing(keyed_ap
     bulk = client.post("/api/expressions", json={"items": [{"expression": "1"}] * 2}, headers=alice)
     assert bulk.status_code == 429, "all or nothing"
     assert bulk.headers["Retry-After"] == "1"
-    assert bulk.json["msg"] == ("too many unfinished tasks: key 'alice' has 2, and at most 3 may wait at once "
-                                "(this request adds 2). Nothing was submitted; wait for results or cancel some")
+    assert bulk.json["msg"] == ("too many unfinished tasks: key 'alice' has 2 unfinished tasks, at most 3 may "
+                                "wait at once, and this request adds 2. Nothing was submitted; wait for results "
+                                "or cancel some")
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (2,)
     submit(client, keys["alice"])
-    assert client.post("/api/expression", json={"expression": "1"}, headers=alice).status_code == 429
+    full = client.post("/api/expression", json={"expression": "1"}, headers=alice)
+    assert full.status_code == 429
+    assert "key 'alice' has 3 unfinished tasks or more, at most 3 may wait" in full.json["msg"]
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (3,)
     submit(client, keys["bob"])  # another key has its own limit
     # A finished task no longer counts, wherever it stood in the key's queue
@@ -387,7 +391,7 @@ def test_the_keys_command_creates_lists_and_revokes(database_url, db, keyed):
 def test_the_api_role_cannot_run_the_keys_command(api_url, db):
     refused = run_keys(api_url, "create", "eve")
     assert refused.returncode == 1
-    assert "may not create keys" in refused.stderr
+    assert "may not manage keys" in refused.stderr
 
 
 @pytest.mark.parametrize("rates", [
@@ -455,3 +459,107 @@ def test_a_revocation_reaches_every_api_process_at_once(api_url, database_url, d
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_bulk_larger_than_the_pending_limit_is_400_not_a_429_to_retry(keyed_app, keys, db):
+    client = keyed_app(MAX_PENDING_PER_KEY=3).test_client()
+    response = client.post("/api/expressions", json={"items": [{"expression": "1"}] * 4},
+                           headers=bearer(keys["alice"]))
+    assert response.status_code == 400
+    assert response.json["msg"] == ("4 expressions can never be accepted at once: a key may have at most 3 "
+                                    "unfinished tasks (MAX_PENDING_PER_KEY); send at most 3 at a time")
+    assert "Retry-After" not in response.headers
+
+
+def test_the_rate_limit_holds_under_heavy_concurrency(keyed_app, keys, db):
+    """40 clients hammering for a second: no more pass than the bucket and its
+    refill allow (a submission that waited for the bucket's lock must not
+    refill the time it waited a second time)."""
+    app = keyed_app(RATE_LIMIT_REQUESTS=50, RATE_LIMIT_BURST=0.2, RATE_LIMIT_ITEMS=0, MAX_PENDING_PER_KEY=0)
+    statuses = []
+    with serve(app) as base:
+        started = time.monotonic()
+
+        def hammer():
+            while time.monotonic() - started < 1.0:
+                statuses.append(request(base, "POST", "/api/expression", '{"expression": "1"}',
+                                        {"Content-Type": "application/json"} | bearer(keys["alice"]))[0])
+        run_in_threads(hammer, 40)
+        elapsed = time.monotonic() - started
+    accepted = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    assert accepted == statuses.count(202)
+    assert set(statuses) == {202, 429}
+    assert accepted <= 10 + 50 * elapsed + 1, (accepted, elapsed, len(statuses))
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"MAX_PENDING_PER_KEY": "99999999999"}, "MAX_PENDING_PER_KEY must be at most 1e+09"),
+    ({"RATE_LIMIT_REQUESTS": "1e308"}, "RATE_LIMIT_REQUESTS must be at most 1e+09"),
+    ({"RATE_LIMIT_ITEMS": "1e308"}, "RATE_LIMIT_ITEMS must be at most 1e+09"),
+    ({"RATE_LIMIT_BURST": "1e308"}, "RATE_LIMIT_BURST must be at most 1e+06"),
+    ({"AUTH": ""}, "AUTH is set but empty"),
+    ({"AUTH": "yes"}, "AUTH must be one of off, required"),
+    ({"AUTH": "required", "RATE_LIMIT_ITEMS": "10"}, "RATE_LIMIT_ITEMS x RATE_LIMIT_BURST must be at least MAX_BATCH"),
+])
+def test_settings_that_make_no_sense_are_refused_at_start(environ, message):
+    from core.settings import SettingsError
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        ApiSettings.from_env(environ)
+
+
+def test_a_psql_owner_must_be_a_key(db, keys):
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="owner 99 is not an API key"):
+        db.execute("INSERT INTO tasks (expression, owner) VALUES ('1', 99)")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="owner 0 is not an API key"):
+        db.execute("INSERT INTO tasks (expression, owner) VALUES ('1', 0)")
+    with pytest.raises(psycopg.errors.CheckViolation):  # 0 means nobody in task_counts
+        db.execute("INSERT INTO tasks (expression, owner, fair_round) VALUES ('1', 0, 1)")
+    task_id = insert(db, "1")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.execute("UPDATE tasks SET owner = 99 WHERE id = %s", (task_id,))
+    db.execute("UPDATE tasks SET owner = 2 WHERE id = %s", (task_id,))  # bob exists: bob's task now
+    with pytest.raises(psycopg.errors.RestrictViolation, match="cannot be deleted"):
+        db.execute("DELETE FROM api_keys WHERE name = 'bob'")
+
+
+def test_key_names_are_unique_whatever_their_case(db, keys):
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        create_key(db, "ALICE")
+
+
+def test_another_keys_expired_id_is_expired_in_a_bulk_cancel_too(keyed, keys, db):
+    """Below the retention mark an id not in tasks answers 'expired': another
+    key's task there must answer the same, or it would tell that it exists."""
+    bobs = submit(keyed, keys["bob"])
+    gone = submit(keyed, keys["alice"])
+    db.execute("UPDATE task_retention SET purged_through = %s", (gone + 1,))
+    db.execute("DELETE FROM tasks WHERE id = %s", (gone,))
+    alice = bearer(keys["alice"])
+    results = keyed.post("/api/results/cancel", json={"ids": [bobs, gone]}, headers=alice).json["results"]
+    assert [r["status"] for r in results] == ["expired", "expired"]
+    assert [r["msg"] for r in results] == [r["msg"].replace(str(gone), str(bobs)) for r in results[1:]] + \
+        [results[1]["msg"]]
+    assert keyed.get(f"/api/result/{bobs}", headers=alice).status_code == 410
+
+
+def test_revoking_may_cancel_the_keys_unfinished_tasks(database_url, db, keys, keyed):
+    mine = [submit(keyed, keys["alice"]) for _ in range(2)]
+    others = submit(keyed, keys["bob"])
+    revoked = run_keys(database_url, "revoke", "alice", "--cancel-pending")
+    assert revoked.returncode == 0
+    assert revoked.stderr.strip() == "revoked key 'alice'; cancelled 2 unfinished tasks"
+    statuses = dict(db.execute("SELECT id, status FROM tasks").fetchall())
+    assert [statuses[i] for i in mine] == ["cancelled", "cancelled"] and statuses[others] == "pending"
+
+
+def test_the_client_strips_a_keys_line_end_and_refuses_a_mangled_key(keyed_app, keys, calculators):
+    calculators()
+    with serve(keyed_app()) as base:
+        def client(key):
+            return subprocess.run([sys.executable, "-m", "api.client", "--url", base, "--key", key, "6*7"],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert client(keys["alice"] + "\r\n").stdout == "42\n"
+        mangled = client(keys["alice"][:-3] + "€ x")
+        assert mangled.returncode == 2
+        assert "the API key holds characters no key has" in mangled.stderr
+        assert keys["alice"][:-3] not in mangled.stderr, "the key is not printed"

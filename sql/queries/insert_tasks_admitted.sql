@@ -1,13 +1,23 @@
 -- A bulk submission through the API with a key or with limits set: all
--- items admitted together by admit_submission() (sql/010), or none (it
--- raises). The items get consecutive fair rounds from the first one, and ids
--- in their order (ORDER BY position), as the plain bulk INSERT does.
-INSERT INTO tasks (expression, variables, owner, fair_round)
-SELECT item.expression, item.variables::jsonb, %(owner)s::bigint, admitted.first_round + item.position - 1
-FROM admit_submission(%(owner)s::bigint, %(items)s::integer, %(max_pending)s::integer,
-                      %(request_rate)s::float8, %(request_burst)s::float8,
-                      %(item_rate)s::float8, %(item_burst)s::float8) AS admitted(first_round),
-     unnest(%(expressions)s::text[], %(variables)s::text[]) WITH ORDINALITY
-         AS item(expression, variables, position)
-ORDER BY item.position
-RETURNING id
+-- items admitted together by admit_submission() (sql/010), or none. The
+-- items get consecutive fair rounds from the first one, and ids in their
+-- order (ORDER BY position), as the plain bulk INSERT does. Returns the new
+-- ids, or, when refused, one row that tells why (refused, detail).
+WITH admitted AS (
+    SELECT * FROM admit_submission(%(owner)s::bigint, %(items)s::integer, %(max_pending)s::integer,
+                                   %(request_rate)s::float8, %(request_burst)s::float8,
+                                   %(item_rate)s::float8, %(item_burst)s::float8)
+),
+inserted AS (
+    INSERT INTO tasks (expression, variables, owner, fair_round)
+    SELECT item.expression, item.variables::jsonb, %(owner)s::bigint, admitted.first_round + item.position - 1
+    FROM admitted,
+         unnest(%(expressions)s::text[], %(variables)s::text[]) WITH ORDINALITY
+             AS item(expression, variables, position)
+    WHERE admitted.refused IS NULL
+    ORDER BY item.position
+    RETURNING id
+)
+SELECT id, NULL::text AS refused, NULL::float8 AS detail FROM inserted
+UNION ALL
+SELECT NULL, refused, detail FROM admitted WHERE refused IS NOT NULL
