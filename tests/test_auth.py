@@ -564,3 +564,13 @@ def test_the_client_strips_a_keys_line_end_and_refuses_a_mangled_key(keyed_app, 
         assert mangled.returncode == 2
         assert "the API key holds characters no key has" in mangled.stderr
         assert keys["alice"][:-3] not in mangled.stderr, "the key is not printed"
+
+
+def test_the_page_names_each_tasks_key_for_admins(keyed, keys, db):
+    alices = submit(keyed, keys["alice"], "6*7")
+    insert(db, "1+1")
+    root = bearer(keys["root"])
+    listing = keyed.get("/dashboard/tasks", headers=root).get_data(as_text=True)
+    assert "· alice" in listing and listing.count("· ") == 1
+    detail = keyed.get(f"/dashboard/task/{alices}", headers=root).get_data(as_text=True)
+    assert "<dt>API key</dt><dd>alice</dd>" in detail

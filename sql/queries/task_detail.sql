@@ -1,7 +1,8 @@
 -- One task, every column a person may want to see (the dashboard's detail).
-SELECT id, expression, variables, status, result, error, attempts,
-       extract(epoch FROM finished_at - created_at)::float8 AS seconds,
-       created_at, finished_at, process_at,
-       status = 'pending' AND lease_token IS NOT NULL AND process_at > now() AS leased
-FROM tasks
-WHERE id = %(id)s
+SELECT t.id, t.expression, t.variables, t.status, t.result, t.error, t.attempts,
+       extract(epoch FROM t.finished_at - t.created_at)::float8 AS seconds,
+       t.created_at, t.finished_at, t.process_at,
+       t.status = 'pending' AND t.lease_token IS NOT NULL AND t.process_at > now() AS leased,
+       (SELECT k.name FROM api_keys k WHERE k.id = t.owner) AS owner_name
+FROM tasks t
+WHERE t.id = %(id)s
