@@ -51,11 +51,11 @@ def _admitted(caller: Caller) -> bool:
 
 def insert_one(conn: psycopg.Connection, caller: Caller, expression: str, variables: str) -> psycopg.Cursor:
     """Send the INSERT of one task; returns its cursor (its one row: the id)."""
-    params = {"expression": expression, "variables": variables}
-    if _admitted(caller):
-        return conn.execute(load_query("insert_task_admitted"), params | _limit_parameters(caller, 1),
+    if _admitted(caller):  # the bulk statement, for one: one place for the rule
+        return conn.execute(load_query("insert_tasks_admitted"),
+                            {"expressions": [expression], "variables": [variables]} | _limit_parameters(caller, 1),
                             prepare=True)
-    return conn.execute(INSERT_TASK, params, prepare=True)
+    return conn.execute(INSERT_TASK, {"expression": expression, "variables": variables}, prepare=True)
 
 
 def insert_many(conn: psycopg.Connection, caller: Caller, items: list[tuple[str, str]]) -> psycopg.Cursor:

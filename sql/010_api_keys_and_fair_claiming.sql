@@ -196,7 +196,7 @@ CREATE TABLE submission_buckets (
 -- of 0 is no limit.
 --
 -- The INSERT it admits reads this row and inserts nothing when refused
--- (sql/queries/insert_task*_admitted.sql): a refusal is an answer, not an
+-- (sql/queries/insert_tasks_admitted.sql): a refusal is an answer, not an
 -- error, so a client hammering past its limit fills no server log. The
 -- bucket row (or, without rate limits, an advisory lock of the key) stays
 -- locked until that INSERT commits: two submissions of one key take turns
