@@ -6,9 +6,21 @@ processes' pipes and a signal wake-up pipe:
     wait ─► a notification, a result, a deadline or a signal
      ▲      │
      │      ▼
-     └── store outcomes, release what must go back, claim when there is room
-         and a reason (a notification, a full last batch, or the fallback
-         poll every QUEUE_WAIT_TIME), hand tasks to idle children
+     └── store outcomes, release what must go back (and hand back what
+         waited unstarted past the hold time), claim when there is room and
+         a reason (a notification, a full last batch, a hand-back, or the
+         fallback poll every QUEUE_WAIT_TIME), hand tasks to idle children
+         fairly between owners
+
+Fair claiming (issue 13): the database hands tasks out in fair order
+(sql/queries/claim_tasks.sql); the Calculator keeps it by holding no more
+than its children can start within the hold time (worker/claim_size.py),
+handing back what waits longer (attempt not counted, so the fair order
+decides again and idle Calculators may take it), serving the owner with the
+fewest tasks running here first (worker/fair_queue.py), and, when a child
+falls idle with only tasks of owners already running here to start, asking
+the database once more before it starts one of them (another owner's task
+may be next in the fair order).
 
 Two connections: one only LISTENs (so a notification is seen the moment it
 arrives, whatever the other is doing), the other runs the queue statements.
@@ -85,6 +97,11 @@ class Calculator:
         self.to_release_counted: list[Task] = []  # their child died: attempt counted
 
         self.work_expected = True  # a notification came, or the last claim was full
+        # A claim for an idle child may find another owner's task (see
+        # _claim_for_idle_child): true after a notification or a hand-back,
+        # false once such a claim brought only owners already running here.
+        self.other_owners_expected = True
+        self._idle_claimed_at = -1  # pool.freed when it was last done
         self.next_poll = 0.0
         self.next_lease_extension = 0.0
 
@@ -210,11 +227,17 @@ class Calculator:
             except BaseException:
                 self.unstored = outcomes + self.unstored
                 raise
+        overdue = [] if self.stopping else self.pool.overdue(time.monotonic())
+        if overdue:
+            METRICS.count("tasks_handed_back", len(overdue))
+            self.to_release.extend(overdue)
+            self.work_expected = self.other_owners_expected = True  # claim again at once
         for pending, count_attempt in ((self.to_release, False), (self.to_release_counted, True)):
             if pending:
                 released = release_tasks(conn, pending, count_attempt=count_attempt)
                 log.info("released ids=%s%s", format_ids(released),
-                         " (their evaluation process died)" if count_attempt else "")
+                         " (their evaluation process died)" if count_attempt
+                         else " (handed back: waited unstarted past the hold time)" if overdue else "")
                 pending.clear()
         now = time.monotonic()
         if now >= self.next_heartbeat:
@@ -250,11 +273,29 @@ class Calculator:
                         "these tasks", format_ids(stale))
 
     def _maybe_claim(self, conn: psycopg.Connection, now: float) -> None:
-        room = self._room_to_claim()
-        if room <= 0:
+        room = self._room_to_claim(now)
+        if room > 0 and (self.work_expected or now >= self.next_poll):
+            self._claim(conn, room, now)
+        self._claim_for_idle_child(conn, now)
+
+    def _claim_for_idle_child(self, conn: psycopg.Connection, now: float) -> None:
+        """A child fell idle and would only get a task of an owner that
+        already has a child here (maybe a runaway's owner, whose next task is
+        another runaway): ask the database first, once per child falling
+        idle, for as many tasks as there are such owners and idle children,
+        so that the fair order can put another owner's task among them (the
+        dispatch rule then serves that owner first). Tasks that do not get
+        started are handed back after the hold time."""
+        pool = self.pool
+        if not (self.work_expected and self.other_owners_expected) \
+                or pool.freed == self._idle_claimed_at or not pool.idle_child_would_share():
             return
-        if not (self.work_expected or now >= self.next_poll):
-            return
+        self._idle_claimed_at = pool.freed
+        running = pool.running_by_owner()
+        tasks = self._claim(conn, pool.idle_count() + len(running), now)
+        self.other_owners_expected = any(t.owner not in running for t in tasks)
+
+    def _claim(self, conn: psycopg.Connection, room: int, now: float) -> list[Task]:
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
                                       self.settings.max_attempts, self.settings.limits)
         self.next_poll = now + self.settings.queue_wait_time
@@ -274,14 +315,17 @@ class Calculator:
             tasks = [t for t in tasks if t.problem is None]
         if tasks:
             self.pool.submit(tasks)
+        return tasks
 
-    def _room_to_claim(self) -> int:
+    def _room_to_claim(self, now: float) -> int:
         held = self.pool.held_count()
+        target = self.pool.claim_size.target(self.pool.free_children(now))
         # Claim the next batch while the current one is still being evaluated,
-        # but not one task at a time as each result comes back.
-        if held > self.settings.task_num // 2:
+        # but not one task at a time as each result comes back (unless a
+        # child is idle with nothing queued).
+        if held > target // 2 and (self.pool.queue or not self.pool.idle_count()):
             return 0
-        return self.settings.task_num - held
+        return target - held
 
     def _wait_and_collect(self) -> None:
         readers = [self._wake_read, *self.pool.connections()]
@@ -295,7 +339,7 @@ class Calculator:
                 notifications = list(self.listen_conn.notifies(timeout=0))
                 self.cancellation.note(notifications)
                 if any(n.channel == TASKS_CHANNEL for n in notifications):
-                    self.work_expected = True
+                    self.work_expected = self.other_owners_expected = True
             except psycopg.Error as error:
                 self._lost_connection(error)
         self.unstored.extend(self.pool.collect(ready))
@@ -324,8 +368,11 @@ class Calculator:
             wake_at = [self.statements.retry_at]
         else:
             wake_at = [self.next_lease_extension, self.next_heartbeat]
-            if self._room_to_claim() > 0:
+            if self._room_to_claim(now) > 0:
                 wake_at.append(self.next_poll)
+            hand_back = self.pool.queue.next_overdue_at(self.pool.claim_size.hold)
+            if hand_back is not None and not self.stopping:
+                wake_at.append(hand_back)
             if self.held_back:
                 wake_at.append(self.next_held_back_try)
             wake_at.append(self.retention.next_at)
