@@ -60,6 +60,8 @@ class ClaimSize:
     def target(self, free_children: int) -> int:
         """How many tasks to hold, running ones included."""
         floor = min(self.settings.num_processes, self.settings.task_num)
+        if free_children <= 0:
+            return floor  # every child is on a long task: none will start anything soon
         per_task = self.seconds_per_task()
         if per_task is None or per_task <= 0:
             return self.settings.task_num  # nothing known yet: as before
