@@ -58,9 +58,10 @@ def test_the_claim_takes_owners_in_turns_and_rows_without_an_owner_in_arrival_or
     nobody = [db.execute("INSERT INTO tasks (expression) VALUES ('1') RETURNING id").fetchone()[0]
               for _ in range(2)]
     with psycopg.connect(worker_url, autocommit=True) as conn:
-        tasks, _ = claim_tasks(conn, 100, 30, 5)
-    assert [t.id for t in tasks] == [a[0], b[0], a[1], b[1], a[2], b[2], a[3], a[4], a[5], *nobody]
-    assert [t.owner for t in tasks] == [1, 2, 1, 2, 1, 2, 1, 1, 1, None, None]
+        claims = [claim_tasks(conn, 4, 30, 5)[0] for _ in range(3)]
+    assert [[t.id for t in tasks] for tasks in claims] == [
+        [a[0], b[0], a[1], b[1]], [a[2], b[2], a[3], a[4]], [a[5], *nobody]]
+    assert [t.owner for t in claims[0]] == [1, 2, 1, 2] and claims[2][-1].owner is None
 
 
 def test_a_key_coming_back_starts_at_the_head_not_behind_the_backlog(db, worker_url):
@@ -96,20 +97,26 @@ def test_a_task_waiting_unstarted_is_handed_back_to_an_idle_calculator(db, calcu
 
 
 def test_an_idle_child_serves_the_owner_with_fewest_running_first(db, calculators):
-    """One claim holds A's runaway, A's quick tasks and B's quick tasks. While
-    A's runaway holds one child, the other serves B before A's quick tasks
-    (a FIFO by round would interleave them)."""
-    runaway, *a_quick = insert_owned(db, 1, [RUNAWAY] + [f"{n} + 100" for n in range(6)])
-    b_quick = insert_owned(db, 2, [f"{n} + 200" for n in range(6)])
-    calc = calculators(num_processes=2, calculation_timeout=60)  # its first claim takes all 13
+    """One claim holds A's two runaways and ten quick tasks, and B's ten quick
+    tasks, B's after all of A's in the fair order (explicit rounds). The
+    first child takes A's tasks; the second serves B, not A's next task,
+    because A already has a child here; and A's quick tasks do not ride
+    behind B's in its chunk (A has more running)."""
+    runaways = insert_owned(db, 1, [RUNAWAY] * 2)
+    a_quick = insert_owned(db, 1, [f"{n} + 100" for n in range(10)])
+    b_quick = [r[0] for r in db.execute(
+        "INSERT INTO tasks (expression, owner, fair_round) SELECT g || ' + 200', 2, 1000 + g "
+        "FROM generate_series(1, 10) g RETURNING id")]
+    calc = calculators(num_processes=2, calculation_timeout=60)  # its first claim takes all 22
     try:
-        wait_done(db, a_quick + b_quick, timeout=15)
-        assert len(_claim_lines(calc.log())) >= 1
-        b_last = db.execute("SELECT max(finished_at) FROM tasks WHERE id = ANY(%s)", (b_quick,)).fetchone()[0]
-        a_first = db.execute("SELECT min(finished_at) FROM tasks WHERE id = ANY(%s)", (a_quick,)).fetchone()[0]
-        assert b_last < a_first, "B's quick tasks were all done before A's"
+        wait_done(db, b_quick, timeout=15)
+        assert _claim_lines(calc.log())[0].endswith(f"claimed ids={runaways[0]}-{b_quick[-1]}")
+        early = db.execute("SELECT count(*) FROM tasks WHERE id = ANY(%s) AND finished_at <= "
+                           "(SELECT max(finished_at) FROM tasks WHERE id = ANY(%s))",
+                           (a_quick, b_quick)).fetchone()[0]
+        assert early == 0, f"{early} of A's quick tasks were done before B's last"
     finally:
-        db.execute("SELECT cancel_tasks(ARRAY[%s]::bigint[])", (runaway,))
+        db.execute("SELECT cancel_tasks(array_agg(id)) FROM tasks WHERE status = 'pending'")
 
 
 def test_a_runaway_load_does_not_churn_claims_and_hand_backs(db, calculators):
