@@ -44,15 +44,15 @@ class ClaimSize:
         self._tasks = 0.0
         self._at = 0.0
 
-    def observe(self, seconds: float, now: float) -> None:
-        """One task evaluated (or timed out) in seconds."""
-        if self._tasks:
-            decay = math.exp(-max(0.0, now - self._at) / DECAY_SECONDS)
+    def observe(self, seconds: float, now: float, tasks: int = 1) -> None:
+        """tasks evaluated (or timed out) in seconds, all of them together."""
+        if self._tasks and now > self._at:
+            decay = math.exp((self._at - now) / DECAY_SECONDS)
             self._seconds *= decay
             self._tasks *= decay
         self._seconds += max(0.0, seconds)
-        self._tasks += 1.0
-        self._at = now
+        self._tasks += tasks
+        self._at = max(self._at, now)
 
     def seconds_per_task(self) -> float | None:
         return self._seconds / self._tasks if self._tasks else None

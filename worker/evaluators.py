@@ -260,14 +260,16 @@ class EvaluatorPool:
 
     def _read_message(self, evaluator: Evaluator, message, outcomes: list[Outcome]) -> None:
         kind, results = message
-        now = time.monotonic()
+        total = 0.0
         for task_id, result, error, seconds in results:
             METRICS.evaluated(seconds)
-            self.claim_size.observe(seconds, now)
+            total += seconds
             task = evaluator.unanswered.pop(task_id, None)
             if task is not None:  # else it was taken back meanwhile and sent elsewhere
                 outcomes.append(Outcome(task, result, error))
                 self._forget(task_id)
+        if results:
+            self.claim_size.observe(total, time.monotonic(), len(results))
         if kind == "done":
             # Whatever is left was cut off before it started: back to the queue.
             self.submit(list(evaluator.unanswered.values()))
