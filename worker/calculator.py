@@ -12,15 +12,8 @@ processes' pipes and a signal wake-up pipe:
          fallback poll every QUEUE_WAIT_TIME), hand tasks to idle children
          fairly between owners
 
-Fair claiming (issue 13): the database hands tasks out in fair order
-(sql/queries/claim_tasks.sql); the Calculator keeps it by holding no more
-than its children can start within the hold time (worker/claim_size.py),
-handing back what waits longer (attempt not counted, so the fair order
-decides again and idle Calculators may take it), serving the owner with the
-fewest tasks running here first (worker/fair_queue.py), and, when a child
-falls idle with only tasks of owners already running here to start, asking
-the database once more before it starts one of them (another owner's task
-may be next in the fair order).
+Fair claiming (issue 13): when and how much to claim is worker/claiming.py
+(and claim_size.py); the local queue's order, fair_queue.py.
 
 Two connections: one only LISTENs (so a notification is seen the moment it
 arrives, whatever the other is doing), the other runs the queue statements.
@@ -54,11 +47,12 @@ from core.logs import format_ids
 from core.migrations import check_schema
 from core.settings import CalculatorSettings
 from worker.cancellation import CHANNEL as CANCELLED_CHANNEL, Cancellation
+from worker.claiming import Claims
 from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
 from worker.registry import HEARTBEAT_SECONDS, Registration
 from worker.retention import Retention
-from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend_leases,
+from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, extend_leases,
                                release_tasks, store_outcomes)
 from worker.trouble import Trouble
 
@@ -96,13 +90,7 @@ class Calculator:
         self.to_release: list[Task] = []          # handed back, attempt not counted
         self.to_release_counted: list[Task] = []  # their child died: attempt counted
 
-        self.work_expected = True  # a notification came, or the last claim was full
-        # A claim for an idle child may find another owner's task (see
-        # _claim_for_idle_child): true after a notification or a hand-back,
-        # false once such a claim brought only owners already running here.
-        self.other_owners_expected = True
-        self._idle_claimed_at = -1  # pool.freed when it was last done
-        self.next_poll = 0.0
+        self.claims = Claims(settings, self.pool)
         self.next_lease_extension = 0.0
 
         self.outage_since: float | None = None
@@ -231,7 +219,7 @@ class Calculator:
         if overdue:
             METRICS.count("tasks_handed_back", len(overdue))
             self.to_release.extend(overdue)
-            self.work_expected = self.other_owners_expected = True  # claim again at once
+            self.claims.expect_work()  # claim again at once
         for pending, count_attempt in ((self.to_release, False), (self.to_release_counted, True)):
             if pending:
                 released = release_tasks(conn, pending, count_attempt=count_attempt)
@@ -249,7 +237,7 @@ class Calculator:
                 extend_leases(conn, held, self.settings.lease_seconds)
             self.next_lease_extension = now + self.settings.lease_seconds / 3
         if not self.stopping:
-            self._maybe_claim(conn, now)
+            self.claims.maybe_claim(conn, now, self.unstored)
             self.retention.maybe_run(conn, now)
 
     def _store(self, conn: psycopg.Connection, outcomes: list[Outcome], skip_locked: bool = False) -> None:
@@ -272,61 +260,6 @@ class Calculator:
             log.warning("discarded stale results ids=%s: another Calculator holds or finished "
                         "these tasks", format_ids(stale))
 
-    def _maybe_claim(self, conn: psycopg.Connection, now: float) -> None:
-        room = self._room_to_claim(now)
-        if room > 0 and (self.work_expected or now >= self.next_poll):
-            self._claim(conn, room, now)
-        self._claim_for_idle_child(conn, now)
-
-    def _claim_for_idle_child(self, conn: psycopg.Connection, now: float) -> None:
-        """A child fell idle and would only get a task of an owner that
-        already has a child here (maybe a runaway's owner, whose next task is
-        another runaway): ask the database first, once per child falling
-        idle, for as many tasks as there are such owners and idle children,
-        so that the fair order can put another owner's task among them (the
-        dispatch rule then serves that owner first). Tasks that do not get
-        started are handed back after the hold time."""
-        pool = self.pool
-        if not (self.work_expected and self.other_owners_expected) \
-                or pool.freed == self._idle_claimed_at or not pool.idle_child_would_share():
-            return
-        self._idle_claimed_at = pool.freed
-        running = pool.running_by_owner()
-        tasks = self._claim(conn, pool.idle_count() + len(running), now)
-        self.other_owners_expected = any(t.owner not in running for t in tasks)
-
-    def _claim(self, conn: psycopg.Connection, room: int, now: float) -> list[Task]:
-        tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
-                                      self.settings.max_attempts, self.settings.limits)
-        self.next_poll = now + self.settings.queue_wait_time
-        self.work_expected = len(tasks) + len(given_up) >= room
-        METRICS.count("tasks_given_up", len(given_up))
-        if tasks:
-            METRICS.claimed(len(tasks))
-        if given_up:
-            log.warning("gave up on ids=%s after %d attempts", format_ids(given_up),
-                        self.settings.max_attempts)
-        if tasks:
-            log.info("claimed ids=%s", format_ids(t.id for t in tasks))
-        refused = [t for t in tasks if t.problem is not None]
-        if refused:  # rows that cannot be calculated: their problem is their outcome
-            log.warning("refused ids=%s: rows that cannot be calculated", format_ids(t.id for t in refused))
-            self.unstored.extend(Outcome(t, None, t.problem) for t in refused)
-            tasks = [t for t in tasks if t.problem is None]
-        if tasks:
-            self.pool.submit(tasks)
-        return tasks
-
-    def _room_to_claim(self, now: float) -> int:
-        held = self.pool.held_count()
-        target = self.pool.claim_size.target(self.pool.free_children(now))
-        # Claim the next batch while the current one is still being evaluated,
-        # but not one task at a time as each result comes back (unless a
-        # child is idle with nothing queued).
-        if held > target // 2 and (self.pool.queue or not self.pool.idle_count()):
-            return 0
-        return target - held
-
     def _wait_and_collect(self) -> None:
         readers = [self._wake_read, *self.pool.connections()]
         if self.listen_conn is not None:
@@ -339,7 +272,7 @@ class Calculator:
                 notifications = list(self.listen_conn.notifies(timeout=0))
                 self.cancellation.note(notifications)
                 if any(n.channel == TASKS_CHANNEL for n in notifications):
-                    self.work_expected = self.other_owners_expected = True
+                    self.claims.expect_work()
             except psycopg.Error as error:
                 self._lost_connection(error)
         self.unstored.extend(self.pool.collect(ready))
@@ -368,8 +301,8 @@ class Calculator:
             wake_at = [self.statements.retry_at]
         else:
             wake_at = [self.next_lease_extension, self.next_heartbeat]
-            if self._room_to_claim(now) > 0:
-                wake_at.append(self.next_poll)
+            if self.claims.room(now) > 0:
+                wake_at.append(self.claims.next_poll)
             hand_back = self.pool.queue.next_overdue_at(self.pool.claim_size.hold)
             if hand_back is not None and not self.stopping:
                 wake_at.append(hand_back)
@@ -405,7 +338,7 @@ class Calculator:
             raise
         self.work_conn, self.listen_conn = work, listen
         # Anything inserted while we were not listening is found by one poll.
-        self.work_expected = True
+        self.claims.expect_work()
         self.next_heartbeat = 0.0
 
     def _connect_at_start(self) -> None:

@@ -39,7 +39,7 @@ from core.settings import CalculatorSettings
 from core.logs import format_ids
 from worker.metrics import METRICS
 from worker.claim_size import ClaimSize
-from worker.evaluation import CUTOFF
+from worker.evaluation import CUTOFF, STARTED
 from worker.evaluator import Evaluator
 from worker.fair_queue import FairQueue
 from worker.task_queue import Outcome, Task
