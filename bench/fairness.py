@@ -1,6 +1,7 @@
 """Fair claiming (issue 13): what it costs and what it gives.
 
-    python -m bench.fairness [OLD_TREE]     # also part of make bench (without OLD_TREE)
+    python -m bench.fairness [OLD_TREE] [--only claim,drain,scenario]
+    (make bench runs it without OLD_TREE: the claim's cost and the scenario)
 
 (a) the claim statement with 100,000 pending tasks: over 1,000 owners, of
     one owner, of no owner: the time of a claim of 100, and of its release,
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import statistics
@@ -157,17 +159,19 @@ def scenario(tree: Path, url: str, conn: psycopg.Connection, calculators: int, t
 
 # ---------------------------------------------------------------------------
 
-def measure(url: str, conn: psycopg.Connection, old_tree: Path | None = None) -> dict:
-    figures: dict = {"claim_cost": {load: [] for load in LOADS}, "pending": PENDING}
-    print(f"claim of 100 and release, {PENDING:,} pending", flush=True)
-    for run in range(RUNS):
+def measure(url: str, conn: psycopg.Connection, old_tree: Path | None = None,
+            parts: tuple[str, ...] = ("claim", "drain", "scenario")) -> dict:
+    figures: dict = {"claim_cost": {load: [] for load in LOADS}, "pending": PENDING, "scenario": {}}
+    if "claim" in parts:
+        print(f"claim of 100 and release, {PENDING:,} pending", flush=True)
+    for run in range(RUNS if "claim" in parts else 0):
         for load in LOADS:
             cost = claim_cost(conn, load)
             figures["claim_cost"][load].append(cost)
             print(f"  run {run + 1}/{RUNS} {load:13}: claim {cost['claim_ms']:.2f} ms, release "
                   f"{cost['release_ms']:.2f} ms, {cost['owners_per_claim']} owner(s) in the claims",
                   flush=True)
-    if old_tree is not None:
+    if old_tree is not None and "drain" in parts:
         print(f"single-owner throughput, {TASKS:,} tasks, old {old_tree} vs new", flush=True)
         drains = figures["drain"] = {f"{tree} {kind}": [] for tree in ("old", "new")
                                      for kind in ("no owner", "one owner")}
@@ -178,9 +182,10 @@ def measure(url: str, conn: psycopg.Connection, old_tree: Path | None = None) ->
                     key = f"{label} {'one owner' if owned else 'no owner'}"
                     drains[key].append(rate)
                     print(f"  run {run + 1}/{RUNS} {key:14}: {rate:,.0f} tasks/s", flush=True)
+    if "scenario" not in parts:
+        return figures
     print("the scenario: A's 1,000 runaways, then B's 20 quick tasks", flush=True)
     timeouts = (2.5,) if QUICK else (2.5, 10.0)
-    figures["scenario"] = {}
     for timeout in timeouts:
         for calculators in (1, 3):
             key = f"CALCULATION_TIMEOUT={timeout:g}, {calculators} Calculator(s)"
@@ -203,6 +208,8 @@ def measure(url: str, conn: psycopg.Connection, old_tree: Path | None = None) ->
 def report(figures: dict) -> None:
     print(f"\nclaim of 100 + release with {figures['pending']:,} pending (median of runs, ms):")
     for load, runs in figures["claim_cost"].items():
+        if not runs:
+            continue
         print(f"  {load:13} claim {statistics.median(r['claim_ms'] for r in runs):6.2f}   "
               f"release {statistics.median(r['release_ms'] for r in runs):6.2f}")
     if "drain" in figures:
@@ -218,10 +225,14 @@ def report(figures: dict) -> None:
 
 
 def main() -> int:
-    old_tree = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else None
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("old_tree", nargs="?")
+    parser.add_argument("--only", default="claim,drain,scenario")
+    args = parser.parse_args()
+    old_tree = Path(args.old_tree).resolve() if args.old_tree else None
     with database() as (url, _):
         with psycopg.connect(url, autocommit=True) as conn:
-            figures = measure(url, conn, old_tree)
+            figures = measure(url, conn, old_tree, tuple(args.only.split(",")))
     report(figures)
     return 0
 
