@@ -156,3 +156,30 @@ def _claimed_ids(log: str) -> set[int]:
             low, _, high = part.partition("-")
             ids.update(range(int(low), int(high or low) + 1))
     return ids
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_the_claim_walks_the_fair_index_whatever_the_statistics_say(db, worker_url, history):
+    """The claim stops after LIMIT rows of tasks_pending_fair rather than
+    sort every pending row, with statistics that believe in few pending rows:
+    a fresh table, or an ANALYZE of a long history before a burst."""
+    from core.database import load_query
+    from core.settings import CalculatorSettings
+    db.execute("VACUUM ANALYZE tasks")
+    if history:
+        db.execute("INSERT INTO tasks (expression, status, result, finished_at) "
+                   "SELECT '1', 'done', '1', now() FROM generate_series(1, 50000)")
+        db.execute("ANALYZE tasks")
+    db.execute("INSERT INTO tasks (expression, owner, fair_round) SELECT '1', g % 100, g / 100 "
+               "FROM generate_series(1, 20000) g")
+    query = "\n".join(line for line in load_query("claim_tasks").splitlines() if not line.startswith("--"))
+    params = {"limit": 100, "lease_seconds": 30, "max_attempts": 5,
+              "max_expression_length": 10_000, "max_variables_chars": 100_000}
+    with psycopg.connect(worker_url, autocommit=True) as conn:
+        for name, value in CalculatorSettings().session_settings().items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            conn.execute(f"SET plan_cache_mode = {mode}")
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query, params))
+            assert "Index Scan using tasks_pending_fair" in plan, plan
+            assert "rows=100 loops=1" in plan.split("Index Scan using tasks_pending_fair")[1].splitlines()[0], plan
