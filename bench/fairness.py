@@ -29,6 +29,7 @@ import psycopg
 
 from bench.common import JOB, WORKDIR, database, reset, wait_drained
 from bench.throughput import INSERT_SAME, drain_rate
+from core.settings import CalculatorSettings
 from tests.support import wait_for
 from worker.task_queue import claim_tasks, release_tasks
 
@@ -59,16 +60,19 @@ def claim_cost(conn: psycopg.Connection, load: str) -> dict:
     conn.execute("VACUUM ANALYZE tasks")
     claim_s = release_s = 0.0
     owners = set()
-    for _ in range(CLAIMS):
-        started = time.perf_counter()
-        tasks, _ = claim_tasks(conn, 100, 30, 1_000_000)
-        claimed = time.perf_counter()
-        release_tasks(conn, tasks, count_attempt=False)
-        released = time.perf_counter()
-        claim_s += claimed - started
-        release_s += released - claimed
-        owners.update(t.owner for t in tasks)
-        assert len(tasks) == 100
+    with psycopg.connect(conn.info.dsn, autocommit=True) as calculator:
+        for name, value in CalculatorSettings().session_settings().items():  # as a Calculator's
+            calculator.execute("SELECT set_config(%s, %s, false)", (name, value))
+        for _ in range(CLAIMS):
+            started = time.perf_counter()
+            tasks, _ = claim_tasks(calculator, 100, 30, 1_000_000)
+            claimed = time.perf_counter()
+            release_tasks(calculator, tasks, count_attempt=False)
+            released = time.perf_counter()
+            claim_s += claimed - started
+            release_s += released - claimed
+            owners.update(t.owner for t in tasks)
+            assert len(tasks) == 100
     return {"claim_ms": claim_s / CLAIMS * 1000, "release_ms": release_s / CLAIMS * 1000,
             "owners_per_claim": len(owners)}
 
@@ -217,7 +221,9 @@ def report(figures: dict) -> None:
         print("drain rate (median tasks/s):")
         for kind in ("no owner", "one owner"):
             old, new = d[f"old {kind}"], d[f"new {kind}"]
-            print(f"  {kind:9}  old {old:8,.0f}  new {new:8,.0f}  ({new / old:.2f}x)")
+            paired = [n / o for n, o in zip(figures["drain"][f"new {kind}"], figures["drain"][f"old {kind}"])]
+            print(f"  {kind:9}  old {old:8,.0f}  new {new:8,.0f}  ({new / old:.2f}x; run by run: "
+                  f"median {statistics.median(paired):.2f}x, {min(paired):.2f}-{max(paired):.2f})")
     print("B's last result after its insert (s):")
     for key, values in figures["scenario"].items():
         shown = ", ".join("-" if v is None else f"{v:.2f}" for v in values)
