@@ -91,3 +91,21 @@ def test_the_claim_size_follows_the_seconds_per_task():
     assert size.target(2) == 2
     size.observe(0.0001, 1000.0)                  # long ago: the runaways are forgotten
     assert size.target(2) == 100
+
+
+def test_tasks_added_in_any_order_come_out_in_fair_order():
+    import random
+    rng = random.Random(13)
+    queue = FairQueue()
+    tasks = [task(i, i % 3, rng.randrange(50)) for i in range(1, 301)]
+    for start in range(0, 300, 37):  # batches in a shuffled order
+        batch = tasks[start:start + 37]
+        rng.shuffle(batch)
+        queue.add(batch, 0)
+    out = []
+    while queue:
+        out.extend(queue.next_chunk(7, {}, no_limit))
+    for owner in range(3):
+        mine = [(t.fair_round, t.id) for t in out if t.owner == owner]
+        assert mine == sorted(mine)
+    assert sorted(t.id for t in out) == list(range(1, 301))

@@ -21,7 +21,6 @@ key would otherwise hold every child while another key's quick tasks wait:
 
 from __future__ import annotations
 
-import bisect
 from typing import Callable, Iterator
 
 from worker.task_queue import Task
@@ -59,15 +58,24 @@ class FairQueue:
         """Tasks to queue: newly claimed ones are queued since now; a task
         put back (taken back from a child, or left by a dead one) goes to its
         place and keeps the time it was first queued."""
+        by_owner: dict = {}
         for task in tasks:
             if task.queued_at is None:
                 task.queued_at = now
             self._oldest_bound = min(self._oldest_bound, task.queued_at)
-            queued = self._owners.setdefault(task.owner, [])
-            if not queued or _descending(queued[-1]) < _descending(task):
-                queued.append(task)  # the usual case: it comes first
+            by_owner.setdefault(task.owner, []).append(task)
+        for owner, group in by_owner.items():
+            group.sort(key=_descending)
+            queued = self._owners.get(owner)
+            if not queued:
+                self._owners[owner] = group
+            elif _key(group[-1]) > _key(queued[0]):
+                queued[:0] = group  # after all it holds: a claim, in fair order
+            elif _key(group[0]) < _key(queued[-1]):
+                queued.extend(group)  # before all it holds: tasks put back
             else:
-                bisect.insort(queued, task, key=_descending)
+                queued.extend(group)
+                queued.sort(key=_descending)
         self._count += len(tasks)
 
     def take_all(self) -> list[Task]:
