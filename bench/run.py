@@ -1,6 +1,6 @@
 """make bench: every scenario, several runs, one database, one invocation.
 
-    make bench                       # the full run (about 10 minutes)
+    make bench                       # the full run (about 12 minutes)
     BENCH_QUICK=1 make bench         # a short smoke run of every scenario
 
 Prints a table (median, min, max of the runs) and writes the figures as JSON
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import http_load, latency, memory, parsing, throughput
+from bench import fairness, http_load, latency, memory, parsing, throughput
 from bench.common import database
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -99,6 +99,8 @@ def main() -> int:
             }
             print("parsing", flush=True)
             figures["parsing"] = parsing.measure()
+            print("fair claiming", flush=True)
+            figures["fairness"] = fairness.measure(url, conn)
             print("memory", flush=True)
             figures["memory"] = {
                 "calculator": memory.calculator_memory(url, conn, MEMORY_TASKS),
@@ -163,6 +165,7 @@ def report(f: dict) -> None:
     print(f"parsing, worst shape ({parse['worst_shape']}): {parse['worst_per_10kb_ms']:.1f} ms CPU "
           f"per 10 KB; ordinary expression: parse {parse['ordinary_parse_us']} us, "
           f"evaluate {parse['ordinary_evaluate_us']} us")
+    fairness.report(f["fairness"])
     for name, m in f["memory"].items():
         print(f"RSS {name}: {m['before_kb'] / 1024:.1f} MiB -> {m['after_kb'] / 1024:.1f} MiB "
               f"({m['change'] * 100:+.1f} %)")

@@ -140,6 +140,16 @@ class CalculatorSettings:
             "tcp_keepalives_interval": str(keepalives.get("keepalives_interval", 0)),
             "tcp_keepalives_count": str(keepalives.get("keepalives_count", 0)),
             "tcp_user_timeout": str(keepalives.get("tcp_user_timeout", 0)),
+            # The claim's plan must not depend on statistics: walk the index
+            # of the queue in fair order and stop after LIMIT rows. With
+            # statistics that believe in few pending rows (a fresh table, or
+            # before autovacuum's ANALYZE of a burst) the planner otherwise
+            # prefers a bitmap scan and a sort of every pending row: 7-15 ms
+            # a claim at 20,000 pending instead of ~1 ms (sql/queries/
+            # claim_tasks.sql, BENCHMARKS.md "Fair claiming"). The other
+            # statements of this session find rows by id or by an ordered
+            # index, where an index scan is as good.
+            "enable_bitmapscan": "off",
         }
 
     def keepalive_parameters(self) -> dict[str, int]:

@@ -6,9 +6,14 @@ processes' pipes and a signal wake-up pipe:
     wait ─► a notification, a result, a deadline or a signal
      ▲      │
      │      ▼
-     └── store outcomes, release what must go back, claim when there is room
-         and a reason (a notification, a full last batch, or the fallback
-         poll every QUEUE_WAIT_TIME), hand tasks to idle children
+     └── store outcomes, release what must go back (and hand back what
+         waited unstarted past the hold time), claim when there is room and
+         a reason (a notification, a full last batch, a hand-back, or the
+         fallback poll every QUEUE_WAIT_TIME), hand tasks to idle children
+         fairly between owners
+
+Fair claiming (issue 13): when and how much to claim is worker/claiming.py
+(and claim_size.py); the local queue's order, fair_queue.py.
 
 Two connections: one only LISTENs (so a notification is seen the moment it
 arrives, whatever the other is doing), the other runs the queue statements.
@@ -42,11 +47,12 @@ from core.logs import format_ids
 from core.migrations import check_schema
 from core.settings import CalculatorSettings
 from worker.cancellation import CHANNEL as CANCELLED_CHANNEL, Cancellation
+from worker.claiming import Claims
 from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
 from worker.registry import HEARTBEAT_SECONDS, Registration
 from worker.retention import Retention
-from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, claim_tasks, extend_leases,
+from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, extend_leases,
                                release_tasks, store_outcomes)
 from worker.trouble import Trouble
 
@@ -84,8 +90,7 @@ class Calculator:
         self.to_release: list[Task] = []          # handed back, attempt not counted
         self.to_release_counted: list[Task] = []  # their child died: attempt counted
 
-        self.work_expected = True  # a notification came, or the last claim was full
-        self.next_poll = 0.0
+        self.claims = Claims(settings, self.pool)
         self.next_lease_extension = 0.0
 
         self.outage_since: float | None = None
@@ -210,11 +215,17 @@ class Calculator:
             except BaseException:
                 self.unstored = outcomes + self.unstored
                 raise
+        overdue = [] if self.stopping else self.pool.overdue(time.monotonic())
+        if overdue:
+            METRICS.count("tasks_handed_back", len(overdue))
+            self.to_release.extend(overdue)
+            self.claims.expect_work()  # claim again at once
         for pending, count_attempt in ((self.to_release, False), (self.to_release_counted, True)):
             if pending:
                 released = release_tasks(conn, pending, count_attempt=count_attempt)
                 log.info("released ids=%s%s", format_ids(released),
-                         " (their evaluation process died)" if count_attempt else "")
+                         " (their evaluation process died)" if count_attempt
+                         else " (handed back: waited unstarted past the hold time)" if overdue else "")
                 pending.clear()
         now = time.monotonic()
         if now >= self.next_heartbeat:
@@ -226,7 +237,7 @@ class Calculator:
                 extend_leases(conn, held, self.settings.lease_seconds)
             self.next_lease_extension = now + self.settings.lease_seconds / 3
         if not self.stopping:
-            self._maybe_claim(conn, now)
+            self.claims.maybe_claim(conn, now, self.unstored)
             self.retention.maybe_run(conn, now)
 
     def _store(self, conn: psycopg.Connection, outcomes: list[Outcome], skip_locked: bool = False) -> None:
@@ -249,40 +260,6 @@ class Calculator:
             log.warning("discarded stale results ids=%s: another Calculator holds or finished "
                         "these tasks", format_ids(stale))
 
-    def _maybe_claim(self, conn: psycopg.Connection, now: float) -> None:
-        room = self._room_to_claim()
-        if room <= 0:
-            return
-        if not (self.work_expected or now >= self.next_poll):
-            return
-        tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
-                                      self.settings.max_attempts, self.settings.limits)
-        self.next_poll = now + self.settings.queue_wait_time
-        self.work_expected = len(tasks) + len(given_up) >= room
-        METRICS.count("tasks_given_up", len(given_up))
-        if tasks:
-            METRICS.claimed(len(tasks))
-        if given_up:
-            log.warning("gave up on ids=%s after %d attempts", format_ids(given_up),
-                        self.settings.max_attempts)
-        if tasks:
-            log.info("claimed ids=%s", format_ids(t.id for t in tasks))
-        refused = [t for t in tasks if t.problem is not None]
-        if refused:  # rows that cannot be calculated: their problem is their outcome
-            log.warning("refused ids=%s: rows that cannot be calculated", format_ids(t.id for t in refused))
-            self.unstored.extend(Outcome(t, None, t.problem) for t in refused)
-            tasks = [t for t in tasks if t.problem is None]
-        if tasks:
-            self.pool.submit(tasks)
-
-    def _room_to_claim(self) -> int:
-        held = self.pool.held_count()
-        # Claim the next batch while the current one is still being evaluated,
-        # but not one task at a time as each result comes back.
-        if held > self.settings.task_num // 2:
-            return 0
-        return self.settings.task_num - held
-
     def _wait_and_collect(self) -> None:
         readers = [self._wake_read, *self.pool.connections()]
         if self.listen_conn is not None:
@@ -295,7 +272,7 @@ class Calculator:
                 notifications = list(self.listen_conn.notifies(timeout=0))
                 self.cancellation.note(notifications)
                 if any(n.channel == TASKS_CHANNEL for n in notifications):
-                    self.work_expected = True
+                    self.claims.expect_work()
             except psycopg.Error as error:
                 self._lost_connection(error)
         self.unstored.extend(self.pool.collect(ready))
@@ -324,8 +301,11 @@ class Calculator:
             wake_at = [self.statements.retry_at]
         else:
             wake_at = [self.next_lease_extension, self.next_heartbeat]
-            if self._room_to_claim() > 0:
-                wake_at.append(self.next_poll)
+            if self.claims.room(now) > 0:
+                wake_at.append(self.claims.next_poll)
+            hand_back = self.pool.queue.next_overdue_at(self.pool.claim_size.hold)
+            if hand_back is not None and not self.stopping:
+                wake_at.append(hand_back)
             if self.held_back:
                 wake_at.append(self.next_held_back_try)
             wake_at.append(self.retention.next_at)
@@ -358,7 +338,7 @@ class Calculator:
             raise
         self.work_conn, self.listen_conn = work, listen
         # Anything inserted while we were not listening is found by one poll.
-        self.work_expected = True
+        self.claims.expect_work()
         self.next_heartbeat = 0.0
 
     def _connect_at_start(self) -> None:

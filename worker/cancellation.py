@@ -81,12 +81,10 @@ def drop(pool: EvaluatorPool, gone: set[int]) -> None:
             pool._replace(evaluator, running[0])  # the others it held go back to the queue
         elif evaluator.busy and any(task_id in gone for task_id in evaluator.unanswered):
             index = evaluator.chunk.index(running[0]) if running else -1
-            pool.queue.extendleft(reversed(evaluator.take_back_unstarted(index)))
+            pool.submit(evaluator.take_back_unstarted(index))
             for task_id in gone:
                 evaluator.unanswered.pop(task_id, None)
-    kept = [t for t in pool.queue if t.id not in gone]
-    pool.queue.clear()
-    pool.queue.extend(kept)
+    pool.queue.remove(gone)
 
 
 def _oldest_start(pool: EvaluatorPool) -> float | None:

@@ -1,6 +1,8 @@
 """The Calculator's evaluation processes, seen from the parent.
 
-Tasks wait in a local queue and go to idle children in chunks. The parent
+Tasks wait in a local queue and go to idle children in chunks, fairly
+between owners (worker/fair_queue.py: the owner with the fewest tasks running
+here first). The parent
 never blocks on a child: it selects on their pipes (see calculator.py) and
 reads their progress from shared memory, which is where the timeout rule
 lives (enforce_timeouts):
@@ -30,16 +32,16 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
-import signal
 import time
-from collections import deque
 from multiprocessing.connection import Connection
 
 from core.settings import CalculatorSettings
 from core.logs import format_ids
 from worker.metrics import METRICS
-from worker.evaluation import CUTOFF, PROGRESS_SLOTS, STARTED, STARTED_AT, run_child
+from worker.claim_size import ClaimSize
+from worker.evaluation import CUTOFF, STARTED
+from worker.evaluator import Evaluator
+from worker.fair_queue import FairQueue
 from worker.task_queue import Outcome, Task
 from worker.timeout_guard import TimeoutGuard
 
@@ -58,68 +60,13 @@ def _context():
     return multiprocessing.get_context("fork")
 
 
-class Evaluator:
-    """One child process and what it has been sent."""
-
-    def __init__(self, context, settings: CalculatorSettings, number: int):
-        self.number = number
-        self.progress = context.RawArray("d", PROGRESS_SLOTS)
-        self.progress[STARTED] = -1
-        parent_end, child_end = context.Pipe()
-        self.process = context.Process(
-            target=run_child, name=f"evaluator-{number}", daemon=True,
-            args=(child_end, self.progress, settings.limits, settings.memory_limit_mb))
-        self.process.start()
-        child_end.close()
-        self.conn: Connection = parent_end
-        self.chunk: list[Task] = []
-        self.unanswered: dict[int, Task] = {}
-        self.busy = False
-        self.killed_by_guard = False  # SIGKILLed by the guard thread past the timeout
-
-    def send(self, tasks: list[Task]) -> None:
-        """Raises OSError if the child is gone (its tasks are then unanswered)."""
-        self.chunk = tasks
-        self.unanswered = {t.id: t for t in tasks}
-        self.progress[STARTED] = -1
-        self.progress[CUTOFF] = len(tasks)
-        self.busy = True
-        self.conn.send([(t.id, t.expression, t.variables) for t in tasks])
-
-    def running(self) -> tuple[Task, float] | None:
-        """The task being calculated and since when, if any."""
-        # Index first, start time second (the child writes them the other way
-        # round): the start time read is then never older than the index's task.
-        index = int(self.progress[STARTED])
-        started_at = self.progress[STARTED_AT]
-        if not self.busy or index < 0 or index >= len(self.chunk):
-            return None
-        return self.chunk[index], started_at
-
-    def take_back_unstarted(self, after_index: int) -> list[Task]:
-        """Tell the child not to start tasks after after_index; return them."""
-        self.progress[CUTOFF] = after_index + 1
-        taken = [t for t in self.chunk[after_index + 1:] if t.id in self.unanswered]
-        for task in taken:
-            del self.unanswered[task.id]
-        return taken
-
-    def kill(self) -> None:
-        if self.process.exitcode is None:  # never signal a reaped (maybe reused) pid
-            try:
-                os.kill(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.join()
-        if not self.conn.closed:
-            self.conn.close()
-
-
 class EvaluatorPool:
     def __init__(self, settings: CalculatorSettings):
         self.settings = settings
         self.context = _context()
-        self.queue: deque[Task] = deque()
+        self.queue = FairQueue()
+        self.claim_size = ClaimSize(settings)  # fed with every evaluation's seconds
+        self.freed = 0  # how many times a child became idle (a chunk done, a replacement)
         self.evaluators: list[Evaluator] = []
         self.timeout = settings.calculation_timeout
         self.crashed: list[Task] = []  # tasks whose child died under them
@@ -157,19 +104,63 @@ class EvaluatorPool:
         return any(e.busy for e in self.evaluators)
 
     def submit(self, tasks: list[Task]) -> None:
-        self.queue.extend(tasks)
+        """Queue tasks: newly claimed ones, or ones coming back unstarted
+        (they go back to their place in the fair order)."""
+        self.queue.add(tasks, time.monotonic())
 
     def take_queued(self) -> list[Task]:
-        taken = list(self.queue)
-        self.queue.clear()
-        return taken
+        return self.queue.take_all()
+
+    def overdue(self, now: float) -> list[Task]:
+        """Queued tasks that waited unstarted past the hold time: to hand back."""
+        return self.queue.overdue(now, self.claim_size.hold)
+
+    def running_by_owner(self) -> dict:
+        """How many children each owner has: the owner of the task each busy
+        child is on (or will start first)."""
+        running: dict = {}
+        for evaluator in self.evaluators:
+            if not evaluator.busy or not evaluator.unanswered:
+                continue
+            current = evaluator.running()
+            task = current[0] if current and current[0].id in evaluator.unanswered \
+                else next(iter(evaluator.unanswered.values()))
+            running[task.owner] = running.get(task.owner, 0) + 1
+        return running
+
+    def idle_count(self) -> int:
+        return sum(1 for e in self.evaluators if not e.busy)
+
+    def free_children(self, now: float) -> int:
+        """Children not on a task that already ran past STALL_SECONDS."""
+        stuck = 0
+        for evaluator in self.evaluators:
+            running = evaluator.running()
+            if running is not None and now - running[1] >= STALL_SECONDS:
+                stuck += 1
+        return len(self.evaluators) - stuck
+
+    def idle_child_would_share(self) -> bool:
+        """An idle child would get a task of an owner that already has a
+        child here (or nothing at all): the database may hold a task of
+        another owner that should come first (calculator.py claims again)."""
+        if not self.idle_count():
+            return False
+        if not self.queue:
+            return True
+        running = self.running_by_owner()
+        return running.get(self.queue.first_owner(running), 0) > 0
 
     # --- moving work ------------------------------------------------------
 
     def dispatch(self) -> None:
         idle = [e for e in self.evaluators if not e.busy]
+        running = self.running_by_owner() if idle and self.queue else {}
         while idle and self.queue:
-            chunk = self._next_chunk(min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle))))
+            chunk = self.queue.next_chunk(min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle))),
+                                          running, self._chunk_limit_of)
+            owner = chunk[0].owner
+            running[owner] = running.get(owner, 0) + 1
             evaluator = idle.pop()
             try:
                 evaluator.send(chunk)
@@ -179,16 +170,9 @@ class EvaluatorPool:
                 evaluator.busy, evaluator.chunk, evaluator.unanswered = False, [], {}
                 self._unsendable(chunk, error)
 
-    def _next_chunk(self, size: int) -> list[Task]:
-        """Up to size tasks from the queue, no more than any of them may go with."""
-        chunk: list[Task] = []
-        while self.queue and len(chunk) < size:
-            limit = self.chunk_limit.get(self.queue[0].id, CHUNK_MAX)
-            if chunk and len(chunk) >= limit:
-                break
-            chunk.append(self.queue.popleft())
-            size = min(size, limit)
-        return chunk
+    def _chunk_limit_of(self, task_id: int) -> int:
+        """The largest chunk a task may go in."""
+        return self.chunk_limit.get(task_id, CHUNK_MAX)
 
     def _unsendable(self, chunk: list[Task], error: Exception) -> None:
         if len(chunk) == 1:
@@ -198,7 +182,7 @@ class EvaluatorPool:
             return
         for task in chunk:  # one at a time, to find the one that cannot go
             self.chunk_limit[task.id] = 1
-        self.queue.extendleft(reversed(chunk))
+        self.submit(chunk)
 
     def connections(self) -> list[Connection]:
         return [e.conn for e in self.evaluators]
@@ -218,18 +202,23 @@ class EvaluatorPool:
 
     def _read_message(self, evaluator: Evaluator, message, outcomes: list[Outcome]) -> None:
         kind, results = message
+        total = 0.0
         for task_id, result, error, seconds in results:
             METRICS.evaluated(seconds)
+            total += seconds
             task = evaluator.unanswered.pop(task_id, None)
             if task is not None:  # else it was taken back meanwhile and sent elsewhere
                 outcomes.append(Outcome(task, result, error))
                 self._forget(task_id)
+        if results:
+            self.claim_size.observe(total, time.monotonic(), len(results))
         if kind == "done":
             # Whatever is left was cut off before it started: back to the queue.
-            self.queue.extendleft(reversed(list(evaluator.unanswered.values())))
+            self.submit(list(evaluator.unanswered.values()))
             evaluator.unanswered = {}
             evaluator.chunk = []
             evaluator.busy = False
+            self.freed += 1
 
     def _on_death(self, evaluator: Evaluator) -> None:
         running = evaluator.running()
@@ -282,9 +271,10 @@ class EvaluatorPool:
         """Kill (if alive) and replace a child; its innocent tasks are requeued."""
         evaluator.kill()
         innocent = [t for t in evaluator.unanswered.values() if t is not culprit]
-        self.queue.extendleft(reversed(innocent))
+        self.submit(innocent)
         index = self.evaluators.index(evaluator)
         self.evaluators[index] = self._spawn()
+        self.freed += 1
 
     # --- the timeout rule -------------------------------------------------
 
@@ -308,7 +298,7 @@ class EvaluatorPool:
                 index = evaluator.chunk.index(task)
                 taken = evaluator.take_back_unstarted(index)
                 if taken:
-                    self.queue.extendleft(reversed(taken))
+                    self.submit(taken)
         return outcomes
 
     def _kill_runaway(self, evaluator: Evaluator, timeout: float) -> list[Outcome]:
@@ -325,6 +315,7 @@ class EvaluatorPool:
         log.warning("calculation timed out task=%d after=%ss", task.id, _seconds(timeout))
         METRICS.count("evaluation_timeouts")
         METRICS.evaluated(time.monotonic() - running[1])
+        self.claim_size.observe(time.monotonic() - running[1], time.monotonic())
         self._replace(evaluator, task)
         self._forget(task.id)
         return [Outcome(task, None, f"calculation timed out after {_seconds(timeout)} s")]
@@ -350,7 +341,7 @@ class EvaluatorPool:
             if evaluator.busy:
                 running = evaluator.running()
                 index = evaluator.chunk.index(running[0]) if running else -1
-                self.queue.extend(evaluator.take_back_unstarted(index))
+                self.submit(evaluator.take_back_unstarted(index))
 
     def stop(self) -> None:
         self.guard.stop()

@@ -31,6 +31,7 @@ COUNTERS = (
     "evaluation_processes_killed",  # killed by the Calculator (a runaway)
     "evaluation_processes_died",    # died on their own (crash, OOM kill, signal)
     "tasks_given_up",           # finished with "gave up after N attempts"
+    "tasks_handed_back",        # waited unstarted past the hold time: released (fair claiming)
 )
 
 

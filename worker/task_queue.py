@@ -33,6 +33,9 @@ class Task:
     # Why this row cannot be calculated (it becomes its error outcome), found
     # when the claimed row was read; None for a row to calculate.
     problem: str | None = None
+    # When this Calculator queued it first (time.monotonic()): a task waiting
+    # unstarted longer than the hold time is handed back (worker/fair_queue.py).
+    queued_at: float | None = None
 
 
 @dataclass(eq=False)

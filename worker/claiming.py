@@ -1,0 +1,101 @@
+"""When a Calculator claims, and how many (fair claiming, issue 13).
+
+The database hands tasks out in fair order (sql/queries/claim_tasks.sql).
+The Calculator claims
+
+- up to what its children can start within the hold time
+  (worker/claim_size.py), when it holds no more than half of that, or has
+  an idle child and nothing queued, and has a reason: a notification, a
+  full last claim, a hand-back, or the fallback poll every QUEUE_WAIT_TIME;
+- once more when a child falls idle and would only get a task of an owner
+  that already has a child here (see _claim_for_idle_child).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from core.logs import format_ids
+from core.settings import CalculatorSettings
+from worker.evaluators import EvaluatorPool
+from worker.metrics import METRICS
+from worker.task_queue import Outcome, Task, claim_tasks
+
+log = logging.getLogger("calculator")
+
+
+class Claims:
+    def __init__(self, settings: CalculatorSettings, pool: EvaluatorPool):
+        self.settings = settings
+        self.pool = pool
+        self.work_expected = True  # a notification came, or the last claim was full
+        # A claim for an idle child may find another owner's task (see
+        # _claim_for_idle_child): true after a notification or a hand-back,
+        # false once such a claim brought only owners already running here.
+        self.other_owners_expected = True
+        self._idle_claimed_at = -1  # pool.freed when it was last done
+        self.next_poll = 0.0
+
+    def expect_work(self) -> None:
+        """Tasks may be waiting: a notification, a hand-back, a new connection."""
+        self.work_expected = self.other_owners_expected = True
+
+    def maybe_claim(self, conn: psycopg.Connection, now: float, refused: list[Outcome]) -> None:
+        """Claim what there is room and a reason for; the claimed tasks go to
+        the pool, the outcomes of rows that cannot be calculated to refused."""
+        room = self.room(now)
+        if room > 0 and (self.work_expected or now >= self.next_poll):
+            self._claim(conn, room, now, refused)
+        self._claim_for_idle_child(conn, now, refused)
+
+    def _claim_for_idle_child(self, conn: psycopg.Connection, now: float, refused: list) -> None:
+        """A child fell idle and would only get a task of an owner that
+        already has a child here (maybe a runaway's owner, whose next task is
+        another runaway): ask the database first, once per child falling
+        idle, for as many tasks as there are such owners and idle children,
+        so that the fair order can put another owner's task among them (the
+        dispatch rule then serves that owner first). Tasks that do not get
+        started are handed back after the hold time."""
+        pool = self.pool
+        if not (self.work_expected and self.other_owners_expected) \
+                or pool.freed == self._idle_claimed_at or not pool.idle_child_would_share():
+            return
+        self._idle_claimed_at = pool.freed
+        running = pool.running_by_owner()
+        tasks = self._claim(conn, pool.idle_count() + len(running), now, refused)
+        self.other_owners_expected = any(t.owner not in running for t in tasks)
+
+    def _claim(self, conn: psycopg.Connection, room: int, now: float, refused: list) -> list[Task]:
+        tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
+                                      self.settings.max_attempts, self.settings.limits)
+        self.next_poll = now + self.settings.queue_wait_time
+        self.work_expected = len(tasks) + len(given_up) >= room
+        METRICS.count("tasks_given_up", len(given_up))
+        if tasks:
+            METRICS.claimed(len(tasks))
+        if given_up:
+            log.warning("gave up on ids=%s after %d attempts", format_ids(given_up),
+                        self.settings.max_attempts)
+        if tasks:
+            log.info("claimed ids=%s", format_ids(t.id for t in tasks))
+        bad = [t for t in tasks if t.problem is not None]
+        if bad:  # rows that cannot be calculated: their problem is their outcome
+            log.warning("refused ids=%s: rows that cannot be calculated", format_ids(t.id for t in bad))
+            refused.extend(Outcome(t, None, t.problem) for t in bad)
+            tasks = [t for t in tasks if t.problem is None]
+        if tasks:
+            self.pool.submit(tasks)
+        return tasks
+
+    def room(self, now: float) -> int:
+        """How many tasks to claim now (0: none)."""
+        held = self.pool.held_count()
+        target = self.pool.claim_size.target(self.pool.free_children(now))
+        # Claim the next batch while the current one is still being evaluated,
+        # but not one task at a time as each result comes back (unless a
+        # child is idle with nothing queued).
+        if held > target // 2 and (self.pool.queue or not self.pool.idle_count()):
+            return 0
+        return target - held

@@ -1,0 +1,150 @@
+"""The Calculator's local queue: claimed tasks not yet started, served fairly.
+
+The database hands out tasks in fair order (keys take turns, sql/010); this
+queue keeps that promise inside one Calculator, where a few runaways of one
+key would otherwise hold every child while another key's quick tasks wait:
+
+- a chunk for an idle child starts with the owner that has the fewest tasks
+  running on this Calculator's children (None, rows without an owner, is
+  one owner), ties by its lowest (fair_round, id);
+- it continues with that owner's tasks in (fair_round, id) order, then with
+  the next owners in the same priority order, but only with owners that
+  have no more tasks running here than the first: a chunk never carries a
+  busier owner's task behind a less busy one's (the child would start it,
+  perhaps a runaway, as soon as the quick ones are done, without the parent
+  deciding again);
+- a task put back (stall take-back, innocent tasks of a dead child) goes
+  back to its place, and keeps the time it was first queued (Task.queued_at);
+- overdue() takes out the tasks queued longer than the hold time, for the
+  Calculator to hand back to the database.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from worker.task_queue import Task
+
+
+def _key(task: Task) -> tuple[int, int]:
+    return (task.fair_round, task.id)
+
+
+def _descending(task: Task) -> tuple[int, int]:
+    return (-task.fair_round, -task.id)
+
+
+class FairQueue:
+    def __init__(self) -> None:
+        # Per owner, its tasks sorted by descending (fair_round, id): the
+        # next one is at the end, so taking it is a pop().
+        self._owners: dict[int | None, list[Task]] = {}
+        self._count = 0
+        self._oldest_bound = float("inf")  # <= every queued task's queued_at
+
+    # --- contents -----------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __iter__(self) -> Iterator[Task]:
+        for tasks in self._owners.values():
+            yield from reversed(tasks)
+
+    def add(self, tasks: list[Task], now: float) -> None:
+        """Tasks to queue: newly claimed ones are queued since now; a task
+        put back (taken back from a child, or left by a dead one) goes to its
+        place and keeps the time it was first queued."""
+        by_owner: dict = {}
+        for task in tasks:
+            if task.queued_at is None:
+                task.queued_at = now
+            self._oldest_bound = min(self._oldest_bound, task.queued_at)
+            by_owner.setdefault(task.owner, []).append(task)
+        for owner, group in by_owner.items():
+            group.sort(key=_descending)
+            queued = self._owners.get(owner)
+            if not queued:
+                self._owners[owner] = group
+            elif _key(group[-1]) > _key(queued[0]):
+                queued[:0] = group  # after all it holds: a claim, in fair order
+            elif _key(group[0]) < _key(queued[-1]):
+                queued.extend(group)  # before all it holds: tasks put back
+            else:
+                queued.extend(group)
+                queued.sort(key=_descending)
+        self._count += len(tasks)
+
+    def take_all(self) -> list[Task]:
+        taken = list(self)
+        self._owners.clear()
+        self._count = 0
+        self._oldest_bound = float("inf")
+        return taken
+
+    def remove(self, ids: set[int]) -> None:
+        """Drop the tasks with these ids (cancelled)."""
+        for owner, tasks in list(self._owners.items()):
+            kept = [t for t in tasks if t.id not in ids]
+            if len(kept) != len(tasks):
+                self._count -= len(tasks) - len(kept)
+                self._set(owner, kept)
+
+    def _set(self, owner, tasks: list[Task]) -> None:
+        if tasks:
+            self._owners[owner] = tasks
+        else:
+            self._owners.pop(owner, None)
+
+    # --- the dispatch rule --------------------------------------------------
+
+    def first_owner(self, running: dict) -> object:
+        """The owner the next chunk starts with (only for a non-empty queue)."""
+        return min(self._owners, key=lambda o: (running.get(o, 0), _key(self._owners[o][-1])))
+
+    def next_chunk(self, size: int, running: dict, limit_of: Callable[[int], int]) -> list[Task]:
+        """Up to size tasks by the dispatch rule (see the module's doc);
+        limit_of(id) is the largest chunk a task may go in (after children
+        died before starting it)."""
+        order = sorted(self._owners, key=lambda o: (running.get(o, 0), _key(self._owners[o][-1])))
+        first_running = running.get(order[0], 0)
+        chunk: list[Task] = []
+        for owner in order:
+            if running.get(owner, 0) > first_running:
+                break
+            tasks = self._owners[owner]
+            while tasks and len(chunk) < size:
+                limit = limit_of(tasks[-1].id)
+                if chunk and len(chunk) >= limit:
+                    break
+                chunk.append(tasks.pop())
+                size = min(size, limit)
+            if tasks:
+                break  # the chunk is full, or its next task may not go with it
+            del self._owners[owner]
+        self._count -= len(chunk)
+        return chunk
+
+    # --- hand-back ----------------------------------------------------------
+
+    def next_overdue_at(self, hold: float) -> float | None:
+        """When overdue() may next have something (a lower bound), or None."""
+        return self._oldest_bound + hold if self._count else None
+
+    def overdue(self, now: float, hold: float) -> list[Task]:
+        """Take out the tasks queued for hold seconds or longer."""
+        if not self._count or now < self._oldest_bound + hold:
+            return []
+        cutoff = now - hold
+        taken: list[Task] = []
+        for owner, tasks in list(self._owners.items()):
+            kept = [t for t in tasks if t.queued_at > cutoff]
+            if len(kept) != len(tasks):
+                taken.extend(t for t in reversed(tasks) if t.queued_at <= cutoff)
+                self._set(owner, kept)
+        self._count -= len(taken)
+        self._oldest_bound = min((t.queued_at for t in self), default=float("inf"))
+        return taken
