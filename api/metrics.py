@@ -145,6 +145,9 @@ CALCULATOR_COUNTERS = {
                                   "Evaluation processes that died on their own (crash, signal, out-of-memory kill)."),
     "tasks_given_up": ("calculator_tasks_given_up",
                        "Tasks finished with 'gave up after N attempts' by this Calculator's claims."),
+    "tasks_handed_back": ("calculator_tasks_handed_back",
+                          "Claimed tasks that waited unstarted past the hold time and went back to the "
+                          "queue, for the fair order to decide again (fair claiming)."),
 }
 
 
