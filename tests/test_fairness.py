@@ -15,6 +15,13 @@ TIMEOUT = 2.5  # CALCULATION_TIMEOUT of the scenario
 BOUND = TIMEOUT + 2  # the issue's promise for B's last result after its insert
 
 
+@pytest.fixture(autouse=True)
+def owners(db):
+    """API keys 1 to 100 (a task's owner is a key's id; sql/010 checks it)."""
+    db.execute("INSERT INTO api_keys (name, secret_sha256) "
+               "SELECT 'key' || g, sha256(g::text::bytea) FROM generate_series(1, 100) g")
+
+
 def insert_owned(db, owner: int, expressions: list[str]) -> list[int]:
     """One INSERT of rows with an owner and no round: the trigger gives them
     theirs, as for a psql user."""
@@ -170,7 +177,7 @@ def test_the_claim_walks_the_fair_index_whatever_the_statistics_say(db, worker_u
         db.execute("INSERT INTO tasks (expression, status, result, finished_at) "
                    "SELECT '1', 'done', '1', now() FROM generate_series(1, 50000)")
         db.execute("ANALYZE tasks")
-    db.execute("INSERT INTO tasks (expression, owner, fair_round) SELECT '1', g % 100, g / 100 "
+    db.execute("INSERT INTO tasks (expression, owner, fair_round) SELECT '1', g % 100 + 1, g / 100 "
                "FROM generate_series(1, 20000) g")
     query = "\n".join(line for line in load_query("claim_tasks").splitlines() if not line.startswith("--"))
     params = {"limit": 100, "lease_seconds": 30, "max_attempts": 5,
