@@ -101,15 +101,21 @@ CREATE INDEX tasks_pending_by_owner ON tasks (owner, fair_round)
 -- earlier by the same statement, so a multi-row INSERT gets consecutive
 -- rounds. PL/pgSQL, not SQL: its plans are kept for the session (as an SQL
 -- function called from PL/pgSQL it was planned on every call: 20x slower).
+-- Each lookup is one index probe, written ORDER BY ... LIMIT 1 with sorting
+-- off, so that no plan can read more: a plan kept from when the table was
+-- small (statistics of a few rows) read every pending task of the key with
+-- max(), 1.3 ms at 5,000 (an aggregate over the whole index looks as cheap
+-- as a probe to a planner that believes in one row).
 CREATE FUNCTION next_fair_round(for_owner bigint) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET enable_sort = off AS $$
 BEGIN
     RETURN coalesce(
-        (SELECT max(fair_round) + 1 FROM tasks
-         WHERE owner = for_owner AND status = 'pending' AND owner IS NOT NULL),
-        (SELECT coalesce(fair_round, id) FROM tasks WHERE finished_at IS NULL
-         ORDER BY coalesce(fair_round, id), id LIMIT 1),
-        (SELECT max(id) + 1 FROM tasks),
+        (SELECT t.fair_round + 1 FROM tasks t
+         WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL
+         ORDER BY t.fair_round DESC LIMIT 1),
+        (SELECT coalesce(t.fair_round, t.id) FROM tasks t WHERE t.finished_at IS NULL
+         ORDER BY coalesce(t.fair_round, t.id), t.id LIMIT 1),
+        (SELECT t.id + 1 FROM tasks t ORDER BY t.id DESC LIMIT 1),
         1);
 END;
 $$;
@@ -208,7 +214,7 @@ CREATE FUNCTION admit_submission(for_owner bigint, items integer, max_pending in
                                  request_rate float8, request_burst float8,
                                  item_rate float8, item_burst float8)
 RETURNS TABLE (first_round bigint, refused text, detail float8)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp SET enable_sort = off AS $$
 DECLARE
     bucket_owner bigint := coalesce(for_owner, 0);
     bucket submission_buckets;
@@ -259,8 +265,13 @@ BEGIN
             -- bounds their number: two index probes, where counting would
             -- read up to max_pending entries on every submission. Counted
             -- only when the span says the limit may be near.
-            SELECT max(t.fair_round) - min(t.fair_round) + 1 INTO pending FROM tasks t
-            WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL;
+            -- (Two probes written as next_fair_round's, for the same reason.)
+            pending := (SELECT t.fair_round FROM tasks t
+                        WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL
+                        ORDER BY t.fair_round DESC LIMIT 1)
+                     - (SELECT t.fair_round FROM tasks t
+                        WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL
+                        ORDER BY t.fair_round LIMIT 1) + 1;
             IF coalesce(pending, 0) + items > max_pending THEN
                 SELECT count(*) INTO pending FROM (
                     SELECT FROM tasks t WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL

@@ -574,3 +574,20 @@ def test_the_page_names_each_tasks_key_for_admins(keyed, keys, db):
     assert "· alice" in listing and listing.count("· ") == 1
     detail = keyed.get(f"/dashboard/task/{alices}", headers=root).get_data(as_text=True)
     assert "<dt>API key</dt><dd>alice</dd>" in detail
+
+
+def test_admission_is_a_few_index_probes_whatever_the_planner_believes(database_url, db, keys):
+    """Plans kept by a session from when the table was small (statistics of
+    a few rows) must not read every pending task of a key: next_fair_round()
+    and admit_submission() read a handful of index entries at 3,000 pending."""
+    from tests.test_retention import _index_tuples_read
+    with psycopg.connect(database_url) as conn:  # one transaction: its own statistics
+        for _ in range(8):  # plans made, and kept, while the key has nothing pending
+            conn.execute("SELECT next_fair_round(1)")
+            conn.execute("SELECT * FROM admit_submission(1, 1, 10000, 0, 0, 0, 0)")
+        conn.execute("INSERT INTO tasks (expression, owner, fair_round) SELECT '1', 1, g "
+                     "FROM generate_series(1, 3000) g")
+        before = _index_tuples_read(conn)
+        assert conn.execute("SELECT next_fair_round(1)").fetchone() == (3001,)
+        assert conn.execute("SELECT * FROM admit_submission(1, 1, 10000, 0, 0, 0, 0)").fetchone() == (3001, None, None)
+        assert _index_tuples_read(conn) - before <= 20
