@@ -165,6 +165,10 @@ def scenario(tree: Path, url: str, conn: psycopg.Connection, calculators: int, t
 
 def measure(url: str, conn: psycopg.Connection, old_tree: Path | None = None,
             parts: tuple[str, ...] = ("claim", "drain", "scenario")) -> dict:
+    # Owners are API keys' ids (sql/010 checks a psql owner): keys 1 to 1,000.
+    conn.execute("INSERT INTO api_keys (name, secret_sha256) "
+                 "SELECT 'bench' || g, sha256(g::text::bytea) FROM generate_series(1, 1000) g "
+                 "WHERE NOT EXISTS (SELECT FROM api_keys)")
     figures: dict = {"claim_cost": {load: [] for load in LOADS}, "pending": PENDING, "scenario": {}}
     if "claim" in parts:
         print(f"claim of 100 and release, {PENDING:,} pending", flush=True)
@@ -237,10 +241,6 @@ def main() -> int:
     args = parser.parse_args()
     old_tree = Path(args.old_tree).resolve() if args.old_tree else None
     with database() as (url, _):
-        with psycopg.connect(url, autocommit=True) as conn:  # owners are API keys' ids (sql/010)
-            conn.execute("INSERT INTO api_keys (name, secret_sha256) "
-                         "SELECT 'bench' || g, sha256(g::text::bytea) FROM generate_series(1, 1000) g "
-                         "WHERE NOT EXISTS (SELECT FROM api_keys)")
         with psycopg.connect(url, autocommit=True) as conn:
             figures = measure(url, conn, old_tree, tuple(args.only.split(",")))
     report(figures)
