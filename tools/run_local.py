@@ -147,11 +147,12 @@ class LocalRun:
                 self.cluster.psql_command()]
 
     def _print_banner(self, url: str, version: str, kept: int | None) -> None:
+        key_header = ' -H "Authorization: Bearer $KEY"' if self.auth == "required" else ""
         database = "\n               ".join(self._database_lines(url, version, kept))
         print(f"""
 calculator-service is running
   web page     http://{self.host}:{self.port}/   (metrics: http://{self.host}:{self.port}/metrics)
-  API          http://{self.host}:{self.port}   (try: curl -s -X POST {self.host}:{self.port}/api/expression -H 'Content-Type: application/json' -d '{{"expression": "2+2"}}')
+  API          http://{self.host}:{self.port}   (try: curl -s -X POST {self.host}:{self.port}/api/expression -H 'Content-Type: application/json'{key_header} -d '{{"expression": "2+2"}}')
   API keys     {self._keys_line(url)}
   Calculators  {self.count} (a process that dies is restarted; {MAX_EXITS} exits in {WINDOW:g} s end the run)
   database     {database}
