@@ -59,22 +59,13 @@ class Claims:
         dispatch rule then serves that owner first). Tasks that do not get
         started are handed back after the hold time."""
         pool = self.pool
-        # Not held back by a last claim that came short (work_expected): that
-        # one may have been a claim for an idle child, which is small; what
-        # tells whether another owner may be waiting is what the last such
-        # claim brought (other_owners_expected).
-        if not self.other_owners_expected \
+        if not (self.work_expected and self.other_owners_expected) \
                 or pool.freed == self._idle_claimed_at or not pool.idle_child_would_share():
             return
         self._idle_claimed_at = pool.freed
-        # The fair order gives each owner one task a turn: a claim reaches
-        # the next turn of an owner not seen here only if it takes a task of
-        # every owner seen here (running or queued) first. (A claim of as
-        # many as idle children and running owners, with two keys' backlogs
-        # here, took their two tasks of each turn and never the third key's.)
-        seen = set(pool.running_by_owner()) | pool.queue.owners()
-        tasks = self._claim(conn, pool.idle_count() + len(seen) + 1, now, refused)
-        self.other_owners_expected = any(t.owner not in seen for t in tasks)
+        running = pool.running_by_owner()
+        tasks = self._claim(conn, pool.idle_count() + len(running), now, refused)
+        self.other_owners_expected = any(t.owner not in running for t in tasks)
 
     def _claim(self, conn: psycopg.Connection, room: int, now: float, refused: list) -> list[Task]:
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
