@@ -59,6 +59,31 @@ def test_quick_tasks_of_one_key_are_not_held_back_by_runaways_of_another(db, cal
              timeout=20, message="A's cancelled runaways to leave the Calculators")
 
 
+def test_quick_tasks_are_not_held_back_by_two_keys_with_runaway_backlogs(db, calculators):
+    """Found from outside: with a second key's backlog (C) beside A's, a
+    child freed by one of A's runaways went to A's next one (A then had
+    nothing running here, like B, and the lower round): B moved one turn per
+    finished runaway, 5-11 timeouts. Recent use decides that tie."""
+    started = [calculators(calculation_timeout=TIMEOUT) for _ in range(2)]
+    insert_owned(db, 1, [RUNAWAY] * 500)
+    insert_owned(db, 3, [RUNAWAY] * 300)
+    wait_for(lambda: all(len(c.busy_evaluator_pids()) == 2 for c in started), timeout=30,
+             message="every evaluation process to run one of A's or C's runaways")
+    wait_for(lambda: db.execute("SELECT count(*) FROM tasks WHERE status = 'error'").fetchone()[0] >= 4,
+             timeout=3 * TIMEOUT + 5, message="the first runaways to time out (recent use recorded)")
+    quick = insert_owned(db, 2, [f"{n} + 1" for n in range(20)])
+    try:
+        wait_done(db, quick, timeout=BOUND + 10)
+        took = db.execute("SELECT extract(epoch FROM max(finished_at) - min(created_at))::float "
+                          "FROM tasks WHERE id = ANY(%s)", (quick,)).fetchone()[0]
+        assert took <= BOUND, f"B's last result came {took:.1f} s after its insert"
+    finally:
+        cancel_owner(db, 1)
+        cancel_owner(db, 3)
+    wait_for(lambda: not db.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone()[0],
+             timeout=20, message="the cancelled runaways to leave the Calculators")
+
+
 def test_the_claim_takes_owners_in_turns_and_rows_without_an_owner_in_arrival_order(db, worker_url):
     a = insert_owned(db, 1, [f"{n}" for n in range(6)])
     b = insert_owned(db, 2, [f"{n}" for n in range(3)])

@@ -59,13 +59,30 @@ class Claims:
         dispatch rule then serves that owner first). Tasks that do not get
         started are handed back after the hold time."""
         pool = self.pool
-        if not (self.work_expected and self.other_owners_expected) \
+        # Not held back by a last claim that came short (work_expected): that
+        # one may have been a claim for an idle child, which is small; what
+        # tells whether another owner may be waiting is what the last such
+        # claim brought (other_owners_expected).
+        if not self.other_owners_expected \
                 or pool.freed == self._idle_claimed_at or not pool.idle_child_would_share():
             return
         self._idle_claimed_at = pool.freed
+        # The fair order gives each owner one task a turn: a claim reaches
+        # the next turn of an owner not seen here only if it takes a task of
+        # every owner seen here (running or queued) first. (A claim of as
+        # many as idle children and running owners, with two keys' backlogs
+        # here, took their two tasks of each turn and never the third key's.)
         running = pool.running_by_owner()
-        tasks = self._claim(conn, pool.idle_count() + len(running), now, refused)
-        self.other_owners_expected = any(t.owner not in running for t in tasks)
+        seen = set(running) | pool.queue.owners()
+        tasks = self._claim(conn, pool.idle_count() + len(seen) + 1, now, refused)
+        # Worth doing again at the next idle child while it brings owners not
+        # running here, or, while slow owners (runaways) are here, tasks of
+        # owners that are not slow: their next turns come one claim at a
+        # time (B's quick tasks, one per turn, even while B's previous one is
+        # still running). Not for a single quick owner: no small claims then.
+        slow_here = any(pool.usage.slow(owner, now) for owner in seen)
+        self.other_owners_expected = any(
+            t.owner not in running or (slow_here and not pool.usage.slow(t.owner, now)) for t in tasks)
 
     def _claim(self, conn: psycopg.Connection, room: int, now: float, refused: list) -> list[Task]:
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,

@@ -41,7 +41,7 @@ from worker.metrics import METRICS
 from worker.claim_size import ClaimSize
 from worker.evaluation import CUTOFF, STARTED
 from worker.evaluator import Evaluator
-from worker.fair_queue import FairQueue
+from worker.fair_queue import FairQueue, OwnerUsage
 from worker.task_queue import Outcome, Task
 from worker.timeout_guard import TimeoutGuard
 
@@ -66,6 +66,7 @@ class EvaluatorPool:
         self.context = _context()
         self.queue = FairQueue()
         self.claim_size = ClaimSize(settings)  # fed with every evaluation's seconds
+        self.usage = OwnerUsage()  # evaluation seconds per owner lately: the dispatch rule
         self.freed = 0  # how many times a child became idle (a chunk done, a replacement)
         self.evaluators: list[Evaluator] = []
         self.timeout = settings.calculation_timeout
@@ -142,23 +143,31 @@ class EvaluatorPool:
 
     def idle_child_would_share(self) -> bool:
         """An idle child would get a task of an owner that already has a
-        child here (or nothing at all): the database may hold a task of
-        another owner that should come first (calculator.py claims again)."""
+        child here, or of an owner whose tasks lately were slow (its next
+        may be another runaway), or nothing at all: the database may hold a
+        task of another owner that should come first (claiming.py claims
+        again)."""
         if not self.idle_count():
             return False
         if not self.queue:
             return True
         running = self.running_by_owner()
-        return running.get(self.queue.first_owner(running), 0) > 0
+        now = time.monotonic()
+        first = self.queue.first_owner(running, self._used_at(now))
+        return running.get(first, 0) > 0 or self.usage.slow(first, now)
+
+    def _used_at(self, now: float):
+        return lambda owner: self.usage.seconds(owner, now)
 
     # --- moving work ------------------------------------------------------
 
     def dispatch(self) -> None:
         idle = [e for e in self.evaluators if not e.busy]
         running = self.running_by_owner() if idle and self.queue else {}
+        used = self._used_at(time.monotonic())
         while idle and self.queue:
             chunk = self.queue.next_chunk(min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle))),
-                                          running, self._chunk_limit_of)
+                                          running, self._chunk_limit_of, used)
             owner = chunk[0].owner
             running[owner] = running.get(owner, 0) + 1
             evaluator = idle.pop()
@@ -203,12 +212,14 @@ class EvaluatorPool:
     def _read_message(self, evaluator: Evaluator, message, outcomes: list[Outcome]) -> None:
         kind, results = message
         total = 0.0
+        now = time.monotonic()
         for task_id, result, error, seconds in results:
             METRICS.evaluated(seconds)
             total += seconds
             task = evaluator.unanswered.pop(task_id, None)
             if task is not None:  # else it was taken back meanwhile and sent elsewhere
                 outcomes.append(Outcome(task, result, error))
+                self.usage.charge(task.owner, seconds, now)
                 self._forget(task_id)
         if results:
             self.claim_size.observe(total, time.monotonic(), len(results))
@@ -316,6 +327,7 @@ class EvaluatorPool:
         METRICS.count("evaluation_timeouts")
         METRICS.evaluated(time.monotonic() - running[1])
         self.claim_size.observe(time.monotonic() - running[1], time.monotonic())
+        self.usage.charge(task.owner, time.monotonic() - running[1], time.monotonic())
         self._replace(evaluator, task)
         self._forget(task.id)
         return [Outcome(task, None, f"calculation timed out after {_seconds(timeout)} s")]

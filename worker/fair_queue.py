@@ -6,13 +6,19 @@ key would otherwise hold every child while another key's quick tasks wait:
 
 - a chunk for an idle child starts with the owner that has the fewest tasks
   running on this Calculator's children (None, rows without an owner, is
-  one owner), ties by its lowest (fair_round, id);
+  one owner), ties by the evaluation time it used here lately (OwnerUsage:
+  seconds, decaying over USAGE_DECAY_SECONDS), then by its lowest
+  (fair_round, id). Without recent use, a child freed by a key's runaway
+  went to that key's next runaway whenever another key also had one
+  running (the freed key then had nothing running, like the quick key, and
+  the lower round): the quick key moved one turn per timeout;
 - it continues with that owner's tasks in (fair_round, id) order, then with
   the next owners in the same priority order, but only with owners that
-  have no more tasks running here than the first: a chunk never carries a
-  busier owner's task behind a less busy one's (the child would start it,
-  perhaps a runaway, as soon as the quick ones are done, without the parent
-  deciding again);
+  have no more tasks running here than the first and have used no more
+  time lately (within CONTINUE_SLACK_SECONDS): a chunk never carries a
+  busier or heavier owner's task behind a lighter one's (the child would
+  start it, perhaps a runaway, as soon as the quick ones are done, without
+  the parent deciding again);
 - a task put back (stall take-back, innocent tasks of a dead child) goes
   back to its place, and keeps the time it was first queued (Task.queued_at);
 - overdue() takes out the tasks queued longer than the hold time, for the
@@ -21,9 +27,49 @@ key would otherwise hold every child while another key's quick tasks wait:
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator
 
 from worker.task_queue import Task
+
+USAGE_DECAY_SECONDS = 10.0
+CONTINUE_SLACK_SECONDS = 0.1
+SLOW_TASK_SECONDS = 0.1  # an owner whose tasks lately took this long each is "slow"
+
+
+class OwnerUsage:
+    """Evaluation seconds and tasks per owner on this Calculator lately,
+    both decaying over USAGE_DECAY_SECONDS."""
+
+    def __init__(self) -> None:
+        self._owners: dict = {}  # owner -> (seconds, tasks, at)
+
+    def charge(self, owner, seconds: float, now: float, tasks: int = 1) -> None:
+        used, count, at = self._decayed(owner, now)
+        self._owners[owner] = (used + max(0.0, seconds), count + tasks, now)
+        if len(self._owners) > 10_000:  # forget those long quiet
+            for key in [k for k, v in self._owners.items() if now - v[2] > 10 * USAGE_DECAY_SECONDS]:
+                del self._owners[key]
+
+    def seconds(self, owner, now: float) -> float:
+        return self._decayed(owner, now)[0]
+
+    def slow(self, owner, now: float) -> bool:
+        """Whether the owner's tasks lately took SLOW_TASK_SECONDS or more each."""
+        used, count, _ = self._decayed(owner, now)
+        return count > 0 and used / count >= SLOW_TASK_SECONDS
+
+    def _decayed(self, owner, now: float) -> tuple[float, float, float]:
+        entry = self._owners.get(owner)
+        if entry is None:
+            return 0.0, 0.0, now
+        used, count, at = entry
+        factor = math.exp(min(0.0, at - now) / USAGE_DECAY_SECONDS)
+        return used * factor, count * factor, now
+
+
+def _no_use(owner) -> float:
+    return 0.0
 
 
 def _key(task: Task) -> tuple[int, int]:
@@ -53,6 +99,10 @@ class FairQueue:
     def __iter__(self) -> Iterator[Task]:
         for tasks in self._owners.values():
             yield from reversed(tasks)
+
+    def owners(self) -> set:
+        """The owners with tasks queued here."""
+        return set(self._owners)
 
     def add(self, tasks: list[Task], now: float) -> None:
         """Tasks to queue: newly claimed ones are queued since now; a task
@@ -101,19 +151,25 @@ class FairQueue:
 
     # --- the dispatch rule --------------------------------------------------
 
-    def first_owner(self, running: dict) -> object:
-        """The owner the next chunk starts with (only for a non-empty queue)."""
-        return min(self._owners, key=lambda o: (running.get(o, 0), _key(self._owners[o][-1])))
+    def _order(self, running: dict, used: Callable) -> list:
+        return sorted(self._owners, key=lambda o: (running.get(o, 0), used(o), _key(self._owners[o][-1])))
 
-    def next_chunk(self, size: int, running: dict, limit_of: Callable[[int], int]) -> list[Task]:
+    def first_owner(self, running: dict, used: Callable = _no_use) -> object:
+        """The owner the next chunk starts with (only for a non-empty queue);
+        used(owner): its evaluation seconds lately (OwnerUsage)."""
+        return self._order(running, used)[0]
+
+    def next_chunk(self, size: int, running: dict, limit_of: Callable[[int], int],
+                   used: Callable = _no_use) -> list[Task]:
         """Up to size tasks by the dispatch rule (see the module's doc);
         limit_of(id) is the largest chunk a task may go in (after children
-        died before starting it)."""
-        order = sorted(self._owners, key=lambda o: (running.get(o, 0), _key(self._owners[o][-1])))
+        died before starting it); used(owner) its evaluation seconds lately."""
+        order = self._order(running, used)
         first_running = running.get(order[0], 0)
+        first_used = used(order[0])
         chunk: list[Task] = []
         for owner in order:
-            if running.get(owner, 0) > first_running:
+            if running.get(owner, 0) > first_running or used(owner) > first_used + CONTINUE_SLACK_SECONDS:
                 break
             tasks = self._owners[owner]
             while tasks and len(chunk) < size:
