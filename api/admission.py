@@ -32,6 +32,7 @@ class Refused(Exception):
         super().__init__(kind)
         self.kind, self.detail = kind, detail
 
+
 INSERT_TASK = "INSERT INTO tasks (expression, variables) VALUES (%(expression)s, %(variables)s::jsonb) RETURNING id"
 # One statement, one NOTIFY, however many items. Ids come from the sequence
 # in the order the rows are inserted, which is the items' order (ORDER BY

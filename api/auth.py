@@ -24,9 +24,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from dataclasses import dataclass
-
 import threading
+from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 

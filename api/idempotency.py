@@ -80,11 +80,11 @@ def submit_once(conn: psycopg.Connection, key: str, body: dict,
             _sweep_now_and_then(conn)
             return ids, True
         except _KeyTaken:
-            pass
+            row = conn.execute(load_query("find_idempotency_key"), scope).fetchone()
         except refused:
-            if conn.execute(load_query("find_idempotency_key"), scope).fetchone() is None:
-                raise
-        row = conn.execute(load_query("find_idempotency_key"), scope).fetchone()
+            row = conn.execute(load_query("find_idempotency_key"), scope).fetchone()
+            if row is None:
+                raise  # a new request past the limit: refused
         if row is None:
             continue  # expired or swept in between: record it afresh
         first_digest, first_ids = row
