@@ -16,10 +16,6 @@ This benchmark measures what that does to the queue:
 - dump: the same with a real pg_dump of the database running in a loop;
 - raw: the raw SQL loop (claim 100 by id with SKIP LOCKED, store 100) under
   the same held snapshot, side by side;
-- steady: BENCH_STEADY_RATE tasks/s inserted for BENCH_STEADY_SECONDS beside
-  a session idle in transaction that has written (BEGIN; SELECT
-  txid_current();): pickup delay (insert to claim) and the claim's latency
-  over the whole hold, by time slice.
 
 Figures go to bench/results/held-*.json.
 """
@@ -45,8 +41,6 @@ TASKS = int(os.environ.get("BENCH_TASKS", "20000"))
 CLEAN_ROUNDS = int(os.environ.get("BENCH_CLEAN_ROUNDS", "2"))
 HELD_ROUNDS = int(os.environ.get("BENCH_HELD_ROUNDS", "5"))
 RECOVERY_SECONDS = float(os.environ.get("BENCH_RECOVERY_SECONDS", "60"))
-STEADY_RATE = int(os.environ.get("BENCH_STEADY_RATE", "1000"))
-STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "600"))
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 FINISHED = "SELECT coalesce(sum(n), 0) FROM task_counts WHERE status IN ('done', 'error')"
@@ -165,7 +159,7 @@ def raw_rounds(url: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="snapshot,dump,raw",
-                        help="comma-separated: snapshot, dump, raw, steady")
+                        help="comma-separated: snapshot, dump, raw")
     args = parser.parse_args()
     only = args.only.split(",")
     report: dict = {"tasks_per_round": TASKS}
@@ -179,11 +173,6 @@ def main() -> None:
         if "raw" in only:
             print("raw SQL loop beside a held snapshot", flush=True)
             report["raw"] = raw_rounds(url)
-        if "steady" in only:
-            from bench.held_steady import steady_beside_idle_writer
-            print(f"steady {STEADY_RATE}/s for {STEADY_SECONDS:.0f} s beside an idle-in-transaction writer",
-                  flush=True)
-            report["steady"] = steady_beside_idle_writer(url, STEADY_RATE, STEADY_SECONDS)
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / time.strftime("held-%Y%m%d-%H%M%S.json")
     path.write_text(json.dumps(report, indent=1, default=str))
