@@ -208,9 +208,10 @@ def init_app(app: Flask) -> None:
             check_schema(conn)
 
 
-# The payload: the earliest fair round given out in this session since the
-# last notification ('' for none), kept by next_fair_round() (sql/011): the
-# Calculators' claims walk from there (worker/claim_frontier.py).
+# The payload: where the earliest task this session inserted since its last
+# notification stands in the fair order ('' for none), kept by the insert
+# trigger (sql/011): the Calculators' claims walk from there
+# (worker/claim_frontier.py).
 NOTIFY_TASKS_INSERTED = ("SELECT pg_notify('tasks_inserted', coalesce(current_setting('calculator.first_place', true), '')), "
                          "set_config('calculator.first_place', '', false)")
 

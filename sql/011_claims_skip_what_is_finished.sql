@@ -24,10 +24,9 @@
 --     moves the mark up to it), not at the index's head, and the lookup of a
 --     key's newest pending round stops there, so a key whose tasks have all
 --     finished does not walk their entries either.
---   * The earliest place given to new tasks of a key is said in their
---     tasks_inserted notification (the session's calculator.first_place,
---     set by next_fair_round()), so that every Calculator's next claim walks
---     from there.
+--   * Every INSERT's tasks_inserted notification says where the earliest of
+--     its rows stands in the fair order, so that every Calculator's next
+--     claim walks from there.
 CREATE SEQUENCE tasks_queue_head AS bigint MINVALUE 0 START WITH 0;
 
 COMMENT ON SEQUENCE tasks_queue_head IS
@@ -62,46 +61,71 @@ GRANT EXECUTE ON FUNCTION queue_head() TO calculator_api, calculator_worker;
 
 -- A key's next round: one more than its newest pending round, or, when it
 -- has nothing pending, the queue's head. The backward walk of the key's
--- pending tasks stops at the head: nothing pending is before it. The earliest round
--- given out is kept in the session's calculator.first_place for the
--- tasks_inserted notification (the trigger below, or the API's own NOTIFY
--- after its commit), which resets it.
+-- pending tasks stops at the head: nothing pending is before it.
 CREATE OR REPLACE FUNCTION next_fair_round(for_owner bigint) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SET enable_sort = off AS $$
 DECLARE
     head bigint := queue_head();
-    round bigint;
-    earliest text := current_setting('calculator.first_place', true);
 BEGIN
-    round := coalesce(
+    RETURN coalesce(
         (SELECT t.fair_round + 1 FROM tasks t
          WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL
            AND t.fair_round >= head
          ORDER BY t.fair_round DESC LIMIT 1),
         head);
-    IF coalesce(earliest, '') = '' OR round < earliest::bigint THEN
-        PERFORM set_config('calculator.first_place', round::text, false);
-    END IF;
-    RETURN round;
 END;
 $$;
 
--- The notification of psql's inserts says where their earliest round is
--- ('' for rows without an owner: they are placed by id, past every claim).
+-- Every INSERT's notification says where the earliest of its rows stands in
+-- the fair order, so that every Calculator's next claim walks from there:
+-- a key's tasks placed at the queue's head, behind the Calculators' last
+-- claims, and rows without an owner whose transaction committed after one
+-- with a higher id had been claimed. A session that notifies after its
+-- commits itself (the API: calculator.notify_after_commit, sql/004) gets
+-- the place in calculator.first_place instead, the earliest since its last
+-- notification, which its NOTIFY sends and resets (api/db.py).
 CREATE OR REPLACE FUNCTION notify_tasks_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    earliest bigint := (SELECT min(coalesce(r.fair_round, r.id)) FROM inserted_rows r);
+    before text;
 BEGIN
-    IF current_setting('calculator.notify_after_commit', true) = 'on' THEN
+    IF earliest IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM pg_notify('tasks_inserted', coalesce(current_setting('calculator.first_place', true), '')),
-            set_config('calculator.first_place', '', false);
+    IF current_setting('calculator.notify_after_commit', true) = 'on' THEN
+        before := current_setting('calculator.first_place', true);
+        IF coalesce(before, '') = '' OR earliest < before::bigint THEN
+            PERFORM set_config('calculator.first_place', earliest::text, false);
+        END IF;
+        RETURN NULL;
+    END IF;
+    PERFORM pg_notify('tasks_inserted', earliest::text);
     RETURN NULL;
 END;
 $$;
+
+DROP TRIGGER tasks_inserted_notify ON tasks;
+CREATE TRIGGER tasks_inserted_notify
+    AFTER INSERT ON tasks
+    REFERENCING NEW TABLE AS inserted_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION notify_tasks_inserted();
 
 -- Recovery after a held snapshot ends, and steady state: VACUUM the queue's
 -- table after 2 % of it (or 5,000 rows) changed, not 20 %, pausing less
 -- between pages.
 ALTER TABLE tasks SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 5000,
                        autovacuum_vacuum_cost_delay = 1);
+
+-- TRUNCATE empties the queue (and RESTART IDENTITY restarts the ids): the
+-- low-water mark goes back to the start with the counters.
+CREATE OR REPLACE FUNCTION reset_counts_on_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    DELETE FROM task_counts;
+    UPDATE task_retention SET purged_through = 0;
+    PERFORM setval('tasks_queue_head', 0);
+    RETURN NULL;
+END;
+$$;

@@ -80,27 +80,32 @@ def test_a_keys_round_is_found_without_walking_what_finished_beside_a_held_snaps
     assert read <= 20, f"{read} index entries read"
 
 
-def test_new_tasks_of_a_key_say_where_they_stand_in_their_notification(db, database_url):
-    """The Calculators' claims walk from their frontier: a key's new tasks
-    placed before it (at the queue's head) must say so, from psql (the
-    trigger) and from the API (its NOTIFY after the commit); rows without
-    an owner, placed by id past every claim, say nothing."""
+def test_every_insert_says_where_its_earliest_task_stands_in_its_notification(db, database_url):
+    """The Calculators' claims walk from their frontier: new tasks placed
+    before it must say so, from psql (the trigger) and from the API (its
+    NOTIFY after the commit): a key's tasks placed at the queue's head, and
+    a row without an owner whose transaction commits after one with a
+    higher id was claimed."""
     db.execute("INSERT INTO api_keys (name, secret_sha256) VALUES ('a', sha256('a'))")
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute("LISTEN tasks_inserted")
         db.execute("INSERT INTO tasks (expression, owner) VALUES ('1', 1), ('2', 1)")
-        db.execute("INSERT INTO tasks (expression) VALUES ('3')")
         first_round = db.execute("SELECT min(fair_round) FROM tasks").fetchone()[0]
-        payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=2)]
-        assert payloads == [str(first_round), ""]
+        with psycopg.connect(database_url) as late:  # commits after a higher id
+            late_id = late.execute("INSERT INTO tasks (expression) VALUES ('3') RETURNING id").fetchone()[0]
+            db.execute("INSERT INTO tasks (expression) VALUES ('4')")
+        payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
+        assert payloads == [str(first_round), str(late_id + 1), str(late_id)]
 
-        # The API: admission gives the round inside its INSERT, and the API
-        # sends the NOTIFY itself after the commit, on the same session.
+        # The API sends the NOTIFY itself after its commit, on the same session.
         from api.db import NOTIFY_TASKS_INSERTED
         with psycopg.connect(database_url, autocommit=True) as api:
-            api_round = api.execute("SELECT first_round FROM admit_submission(1, 1, 0, 0, 0, 0, 0)").fetchone()[0]
+            api.execute("SET calculator.notify_after_commit = on")
+            api.execute("INSERT INTO tasks (expression, owner) VALUES ('5', 1), ('6', 1)")
+            api.execute("INSERT INTO tasks (expression) VALUES ('7')")
+            api_round = db.execute("SELECT min(fair_round) FROM tasks WHERE expression = '5'").fetchone()[0]
             api.execute(NOTIFY_TASKS_INSERTED)
-            api.execute(NOTIFY_TASKS_INSERTED)  # nothing given out since: ''
+            api.execute(NOTIFY_TASKS_INSERTED)  # nothing inserted since: ''
         assert [n.payload for n in listener.notifies(timeout=2, stop_after=2)] == [str(api_round), ""]
 
 
@@ -125,3 +130,24 @@ def test_the_frontier_starts_past_the_last_claim_and_moves_back_for_what_is_plac
     # A walk from the head at most every second, and at most 1/20 of the time.
     frontier.claimed(HEAD, [(20, 20)], now=1.0, seconds=0.2)
     assert frontier.start(4.9) == (20, 20) and frontier.start(5.0) == HEAD
+
+
+def test_the_queue_figures_do_not_walk_what_finished_beside_a_held_snapshot(db, worker_url, held_snapshot):
+    """GET /api/stats (everyone's, and a key's own) counts the pending tasks
+    from the queue's head, not from the first entry of the index."""
+    from core.database import load_query
+    db.execute("INSERT INTO api_keys (name, secret_sha256) VALUES ('a', sha256('a'))")
+    db.execute("INSERT INTO tasks (expression, owner) SELECT '1', 1 FROM generate_series(1, %s)", (FINISHED,))
+    with psycopg.connect(worker_url, autocommit=True) as worker:
+        drain(worker)
+    db.execute("INSERT INTO tasks (expression, owner) SELECT '2', 1 FROM generate_series(1, 7)")
+    db.execute("INSERT INTO tasks (expression) SELECT '3' FROM generate_series(1, 3)")
+    with psycopg.connect(db.info.dsn) as conn:
+        conn.execute("SELECT queue_head()")  # the mark follows the head as it is asked for
+        conn.commit()
+        figures = []
+        read = entries_read_by(conn, lambda: figures.extend([
+            conn.execute(load_query("queue_stats")).fetchone()[0],
+            conn.execute(load_query("owner_stats"), {"owner": 1}).fetchone()[0]]))
+    assert figures == [10, 7], "the queued tasks, everyone's and the key's"
+    assert read <= 60, f"{read} index entries read"

@@ -11,11 +11,11 @@ that starts there never visits what is before it.
 
 What can become claimable behind the frontier, and how it is found:
 
-- new tasks of a key: they are placed at the queue's head or later
-  (next_fair_round() in sql/011), and their tasks_inserted notification
-  says the earliest place given out; every Calculator that hears it moves
-  its frontier back to there (heard()). Rows without an owner are placed
-  by their id, past every claim: their notification says nothing;
+- new tasks: every INSERT's tasks_inserted notification says where the
+  earliest of its rows stands (sql/011), and every Calculator that hears
+  it moves its frontier back to there (heard()): a key's tasks placed at
+  the queue's head, and rows without an owner whose transaction committed
+  after one with a higher id had been claimed;
 - a task handed back (its lease ended at once): release_tasks.sql names
   its place in the notification in the same way;
 - an expired lease (its Calculator died or froze), a task a claim skipped
@@ -74,10 +74,10 @@ class ClaimFrontier:
             self.after = min(self.after, (place[0], place[1] - 1))
 
     def heard(self, payload: str) -> None:
-        """A tasks_inserted notification: '' for rows placed past every claim,
-        'place' or 'place,id' for tasks placed there (sql/011,
-        release_tasks.sql); anything else, from anyone who may NOTIFY, is
-        taken as "somewhere unknown"."""
+        """A tasks_inserted notification: 'place' for new tasks placed there
+        or later (sql/011), 'place,id' for a task handed back there
+        (release_tasks.sql), '' for nothing new; anything else, from anyone
+        who may NOTIFY, is taken as "somewhere unknown"."""
         if not payload:
             return
         try:
