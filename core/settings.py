@@ -166,7 +166,7 @@ class CalculatorSettings:
 
 @dataclass(frozen=True)
 class KeyLimits:
-    """What one API key may submit (issue 13). 0 is no limit.
+    """What one API key may submit (docs/api.md, "Limits per key"). 0 is no limit.
 
     With AUTH=required the defaults apply; with AUTH=off there is no limit
     unless one is set, and a limit that is set applies to all requests

@@ -235,7 +235,7 @@ def test_results_keep_their_kind_in_json():
     assert variables_to_json({"x": 1e20, "y": 3}) == '{"x":100000000000000000000.0,"y":3}'
 
 
-# Every case of the issue that found the library's parser bugs: each gave a
+# Every case that found the library's parser bugs (docs/grammar.md): each gave a
 # wrong number with status done. The right value is Python's for the same text.
 @pytest.mark.parametrize("text, variables, expected", [
     ("1+2*-3", {}, -5),
