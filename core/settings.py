@@ -1,7 +1,8 @@
 """Settings of the API and the Calculator, read from the environment.
 
 Each setting is declared once here with its default and its meaning; the
-README's configuration table is this list.
+configuration table of docs/configuration.md is this list (tests/test_docs.py
+checks that every setting read here has its row there).
 """
 
 from __future__ import annotations
