@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test run reset migrate docs bench bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
+.PHONY: help venv test run reset migrate docs bench bench-held bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
 
 help:
 	@echo "make run      PostgreSQL (data kept in .run/pgdata), migrations, API on :\$${PORT:-5000}, Calculators"
@@ -14,6 +14,7 @@ help:
 	@echo "make chaos    the long chaos run (5,000 expressions under faults)"
 	@echo "make oracle   100,000 generated expressions against the differential oracle"
 	@echo "make bench    run the benchmarks (see BENCHMARKS.md); make bench-peers for PgQueuer/procrastinate"
+	@echo "make bench-held   the queue beside a held snapshot and a pg_dump loop, and the raw SQL loop beside it"
 	@echo "make bench-growth / bench-steady  costs with 0/1M/5M finished rows; table size under load with a short retention"
 	@echo "make bench-servers  the API under gunicorn gthread, gunicorn gevent and granian, with wrk"
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
@@ -68,6 +69,10 @@ oracle: venv
 bench: venv
 	@$(PY) -m tools.pgbinaries ensure
 	$(PY) -m bench.run
+
+bench-held: venv
+	@$(PY) -m tools.pgbinaries ensure
+	$(PY) -m bench.held
 
 bench-growth: venv
 	$(PY) -m bench.growth

@@ -208,7 +208,11 @@ def init_app(app: Flask) -> None:
             check_schema(conn)
 
 
-NOTIFY_TASKS_INSERTED = "SELECT pg_notify('tasks_inserted', '')"
+# The payload: the earliest fair round given out in this session since the
+# last notification ('' for none), kept by next_fair_round() (sql/011): the
+# Calculators' claims walk from there (worker/claim_frontier.py).
+NOTIFY_TASKS_INSERTED = ("SELECT pg_notify('tasks_inserted', coalesce(current_setting('calculator.first_place', true), '')), "
+                         "set_config('calculator.first_place', '', false)")
 
 
 def notify_tasks_inserted(conn: psycopg.Connection) -> None:

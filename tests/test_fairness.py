@@ -206,7 +206,8 @@ def test_the_claim_walks_the_fair_index_whatever_the_statistics_say(db, worker_u
                "FROM generate_series(1, 20000) g")
     query = "\n".join(line for line in load_query("claim_tasks").splitlines() if not line.startswith("--"))
     params = {"limit": 100, "lease_seconds": 30, "max_attempts": 5,
-              "max_expression_length": 10_000, "max_variables_chars": 100_000}
+              "max_expression_length": 10_000, "max_variables_chars": 100_000,
+              "after_place": -2**63, "after_id": -2**63}
     with psycopg.connect(worker_url, autocommit=True) as conn:
         for name, value in CalculatorSettings().session_settings().items():
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))

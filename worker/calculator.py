@@ -271,6 +271,9 @@ class Calculator:
             try:
                 notifications = list(self.listen_conn.notifies(timeout=0))
                 self.cancellation.note(notifications)
+                for note in notifications:
+                    if note.channel == TASKS_CHANNEL:
+                        self.claims.frontier.heard(note.payload)
                 if any(n.channel == TASKS_CHANNEL for n in notifications):
                     self.claims.expect_work()
             except psycopg.Error as error:
@@ -337,8 +340,10 @@ class Calculator:
                     conn.close()
             raise
         self.work_conn, self.listen_conn = work, listen
-        # Anything inserted while we were not listening is found by one poll.
+        # Anything inserted or handed back while we were not listening is
+        # found by one poll, walking the queue from its head.
         self.claims.expect_work()
+        self.claims.frontier.lower(None)
         self.next_heartbeat = 0.0
 
     def _connect_at_start(self) -> None:

@@ -14,11 +14,13 @@ The Calculator claims
 from __future__ import annotations
 
 import logging
+import time
 
 import psycopg
 
 from core.logs import format_ids
 from core.settings import CalculatorSettings
+from worker.claim_frontier import ClaimFrontier
 from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
 from worker.task_queue import Outcome, Task, claim_tasks
@@ -36,6 +38,7 @@ class Claims:
         # false once such a claim brought only owners already running here.
         self.other_owners_expected = True
         self._idle_claimed_at = -1  # pool.freed when it was last done
+        self.frontier = ClaimFrontier()  # where each claim's walk starts
         self.next_poll = 0.0
 
     def expect_work(self) -> None:
@@ -85,8 +88,12 @@ class Claims:
             t.owner not in running or (slow_here and not pool.usage.slow(t.owner, now)) for t in tasks)
 
     def _claim(self, conn: psycopg.Connection, room: int, now: float, refused: list) -> list[Task]:
+        start = self.frontier.start(now)
+        began = time.monotonic()
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
-                                      self.settings.max_attempts, self.settings.limits)
+                                      self.settings.max_attempts, self.settings.limits, after=start)
+        self.frontier.claimed(start, ((t.fair_round, t.id) for t in tasks), now,
+                              time.monotonic() - began)
         self.next_poll = now + self.settings.queue_wait_time
         self.work_expected = len(tasks) + len(given_up) >= room
         METRICS.count("tasks_given_up", len(given_up))

@@ -15,6 +15,7 @@ import psycopg
 
 from core.database import load_query
 from core.settings import ExpressionLimits
+from worker.claim_frontier import HEAD
 from worker.intake import MAX_VARIABLES_CHARS, checked_row, decode_variables
 
 TASKS_CHANNEL = "tasks_inserted"
@@ -47,8 +48,10 @@ class Outcome:
 
 def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
                 max_attempts: int, limits: ExpressionLimits = ExpressionLimits(),
-                ) -> tuple[list[Task], list[int]]:
-    """Claim up to limit tasks; also returns the ids given up on (see the SQL).
+                after: tuple[int, int] = HEAD) -> tuple[list[Task], list[int]]:
+    """Claim up to limit tasks placed past after, (place, id) in the fair
+    order (worker/claim_frontier.py); also returns the ids given up on (see
+    the SQL).
 
     Each row is decoded and checked on its own (worker/intake.py): a row that
     cannot be calculated comes back as a Task with its problem set."""
@@ -56,7 +59,8 @@ def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
         load_query("claim_tasks"),
         {"limit": limit, "lease_seconds": lease_seconds, "max_attempts": max_attempts,
          "max_expression_length": limits.max_expression_length,
-         "max_variables_chars": MAX_VARIABLES_CHARS},
+         "max_variables_chars": MAX_VARIABLES_CHARS,
+         "after_place": after[0], "after_id": after[1]},
         prepare=True,
     ).fetchall()
     claimed = [_read_row(id, expression, length, variables, token, owner, fair_round, limits)

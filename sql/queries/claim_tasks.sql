@@ -19,6 +19,12 @@
 -- every process that tried it; it is finished here with an error instead of
 -- being handed out again; it is returned with given_up = true.
 --
+-- The walk starts just past (%(after_place)s, %(after_id)s), the place of the
+-- last task this Calculator claimed, or at the head (the smallest bigints) now
+-- and then (worker/claim_frontier.py): a B-tree range scan that starts there
+-- never visits the entries before it, which under a held snapshot are the
+-- entries of every task finished since (sql/011_claims_skip_what_is_finished.sql).
+--
 -- What a row asks is returned so that one bad row cannot hurt the Calculator:
 -- the expression cut at %(max_expression_length)s + 1 characters, with its
 -- real length, and the variables as JSON text cut at %(max_variables_chars)s + 1
@@ -28,6 +34,7 @@ WITH candidates AS (
     SELECT id, attempts
     FROM tasks
     WHERE finished_at IS NULL AND process_at <= now()
+      AND (coalesce(fair_round, id), id) > (%(after_place)s::bigint, %(after_id)s::bigint)
     ORDER BY coalesce(fair_round, id), id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

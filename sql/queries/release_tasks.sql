@@ -1,5 +1,8 @@
 -- Hand claimed tasks back to the queue at once (lease expired now), and wake
--- the Calculators: the tasks are claimable by anyone, right away.
+-- the Calculators: the tasks are claimable by anyone, right away. The
+-- notification says where the earliest of them stands in the fair order,
+-- 'place,id', so that every Calculator's next claim walks from there
+-- (worker/claim_frontier.py).
 -- %(refund)s is 1 when the claim should not count as an attempt (a clean
 -- shutdown), 0 when it should (the evaluation process died on it).
 --
@@ -20,9 +23,10 @@ released AS (
         attempts = greatest(t.attempts - %(refund)s, 0)
     FROM mine
     WHERE t.id = mine.id
-    RETURNING t.id
+    RETURNING t.id, coalesce(t.fair_round, t.id) AS place
 ),
 wake AS (
-    SELECT pg_notify('tasks_inserted', '') WHERE EXISTS (SELECT FROM released)
+    SELECT pg_notify('tasks_inserted', place || ',' || id)
+    FROM (SELECT place, id FROM released ORDER BY place, id LIMIT 1) AS earliest
 )
 SELECT id FROM released, (SELECT count(*) FROM wake) AS notified
