@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test run reset migrate bench bench-held bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
+.PHONY: help venv test run reset migrate docs bench bench-held bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
 
 help:
 	@echo "make run      PostgreSQL (data kept in .run/pgdata), migrations, API on :\$${PORT:-5000}, Calculators"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-growth / bench-steady  costs with 0/1M/5M finished rows; table size under load with a short retention"
 	@echo "make bench-servers  the API under gunicorn gthread, gunicorn gevent and granian, with wrk"
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
+	@echo "make docs     README.md, docs/ and BENCHMARKS.md as a static site in site/ (MkDocs, in .venv-docs)"
 
 $(STAMP): requirements.txt requirements-test.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,15 @@ migrate: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# The markdown reads as it is; this builds the same pages as a site
+# (mkdocs.yml; --strict: a broken link or anchor fails the build).
+DOCS_VENV := .venv-docs
+docs:
+	@test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-docs.txt
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/python -m mkdocs build --strict
+	@echo "make docs: open site/index.html"
 
 compose-smoke:
 	python3 tests/compose/smoke.py

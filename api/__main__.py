@@ -1,4 +1,4 @@
-"""python -m api: the development server (use gunicorn in production, see README)."""
+"""python -m api: the development server (use gunicorn in production, see docs/design.md, "The HTTP server")."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Submitting under the per-key limits (issue 13).
+"""Submitting under the per-key limits.
 
 The rule lives in admit_submission() (sql/010_api_keys_and_fair_claiming.sql),
 called by the INSERT it admits: a refusal inserts nothing (a bulk

@@ -1,6 +1,6 @@
 """GET /metrics: Prometheus text format, with prometheus-client.
 
-Three kinds of figures (every metric is listed in README.md, "Metrics"):
+Three kinds of figures (every metric is listed in docs/operations.md, "Metrics"):
 
 - HTTP request durations by method, route and status, measured by Flask's
   before/after request hooks, so whichever WSGI server runs the app.

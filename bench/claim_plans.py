@@ -1,4 +1,4 @@
-"""The claim's plan when the statistics are wrong (issue 13).
+"""The claim's plan when the statistics are wrong.
 
     python -m bench.claim_plans
 

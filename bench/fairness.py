@@ -1,4 +1,4 @@
-"""Fair claiming (issue 13): what it costs and what it gives.
+"""Fair claiming: what it costs and what it gives.
 
     python -m bench.fairness [OLD_TREE] [--only claim,drain,scenario]
     (make bench runs it without OLD_TREE: the claim's cost and the scenario)
@@ -7,10 +7,10 @@
     one owner, of no owner: the time of a claim of 100, and of its release,
     taking turns in one run;
 (b) with OLD_TREE (git worktree add --detach /tmp/before-13 91b94e4, the
-    commit before issue 13): one Calculator of each tree drains 20,000
+    commit before API keys and fair claiming): one Calculator of each tree drains 20,000
     tasks of no owner and 20,000 of one owner (rounds set in the INSERT, as
     the API does), taking turns on one database, several rounds;
-(c) the issue's scenario: A's 1,000 runaways queued first, then B's 20
+(c) the runaway-backlog scenario: A's 1,000 runaways queued first, then B's 20
     quick tasks: B's last result after its insert, with 1 and 3 Calculators.
 """
 

@@ -2,7 +2,7 @@
 
     python -m bench.parsing
 
-The issue's bound: one request costs at most ~50 ms of CPU per 10 KB of
+The target (BENCHMARKS.md, "The targets"): one request costs at most ~50 ms of CPU per 10 KB of
 expression text. Each shape is 10,000 characters (the default
 MAX_EXPRESSION_LENGTH); a 1 MB bulk request is 100 of them, so its cost is
 100 x the per-10-KB figure. Also the parse of an ordinary expression, and the

@@ -1,7 +1,8 @@
 """Settings of the API and the Calculator, read from the environment.
 
 Each setting is declared once here with its default and its meaning; the
-README's configuration table is this list.
+configuration table of docs/configuration.md is this list (tests/test_docs.py
+checks that every setting read here has its row there).
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class CalculatorSettings:
 
 @dataclass(frozen=True)
 class KeyLimits:
-    """What one API key may submit (issue 13). 0 is no limit.
+    """What one API key may submit (docs/api.md, "Limits per key"). 0 is no limit.
 
     With AUTH=required the defaults apply; with AUTH=off there is no limit
     unless one is set, and a limit that is set applies to all requests

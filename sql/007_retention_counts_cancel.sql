@@ -1,5 +1,5 @@
 -- Runs for months: bounded history, costs that do not grow with it, and
--- cancellation (issue 11).
+-- cancellation.
 --
 --   * status 'cancelled': a pending task cancelled by cancel_tasks();
 --   * task_counts: outcome counters kept as outcomes are stored, so that

@@ -1,4 +1,5 @@
--- Who may do what, and a fair share for everyone (issue 13).
+-- Who may do what, and a fair share for everyone: API keys, task owners,
+-- per-key limits and fair claiming.
 --
 --   * api_keys: the API's keys, hashed (SHA-256 of the secret part; the key
 --     itself is shown once by `python -m api.keys create` and stored nowhere);

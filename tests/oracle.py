@@ -6,7 +6,7 @@ exercises precedence, associativity, signs and chains. The expected value is
 computed from the tree, with Python's operators, never by parsing the text:
 if the service's parser groups anything differently, the numbers differ.
 
-The semantics are the README's: Python's for the same text with ^ read as
+The semantics are docs/grammar.md's: Python's for the same text with ^ read as
 **, comparisons chaining as in Python, `if` evaluating only the branch it
 takes, and the grammar's functions. Nothing here imports core/.
 """

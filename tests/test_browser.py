@@ -1,7 +1,7 @@
 """The page at / in a real browser (headless Chromium): the playground, the
 live overview, the task list, the cancel button. Not collected when no
 Chromium is installed (see conftest.py); DASHBOARD_SCREENSHOTS=dir saves
-the screenshots the README shows."""
+the screenshots the README and docs/web-page.md show."""
 
 from __future__ import annotations
 

@@ -235,7 +235,7 @@ def test_results_keep_their_kind_in_json():
     assert variables_to_json({"x": 1e20, "y": 3}) == '{"x":100000000000000000000.0,"y":3}'
 
 
-# Every case of the issue that found the library's parser bugs: each gave a
+# Every case that found the library's parser bugs (docs/grammar.md): each gave a
 # wrong number with status done. The right value is Python's for the same text.
 @pytest.mark.parametrize("text, variables, expected", [
     ("1+2*-3", {}, -5),
@@ -277,7 +277,7 @@ def test_python_semantics(text, variables, expected):
 # The numeric cases of py_expression_eval's own test file (tests.py of the
 # pinned 0.3.14, plus the hexadecimal ones of later versions). Cases about
 # strings, lists, and/or/not/in, random or custom functions are refused on
-# purpose (see the README's grammar).
+# purpose (see docs/grammar.md).
 @pytest.mark.parametrize("text, variables, expected", [
     ("1", {}, 1), ("a", {"a": 2}, 2), ("2 * 3", {}, 6), ("2 \u2219 3", {}, 6), ("2 \u2022 3", {}, 6),
     ("2 ^ x", {"x": 3}, 8), ("2 ** x", {"x": 3}, 8), ("-1.E2 ** x + 2.0E2", {"x": 1}, 100.0),

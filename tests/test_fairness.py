@@ -1,4 +1,4 @@
-"""Fair claiming between owners (issue 13), with real Calculators on the
+"""Fair claiming between owners (docs/design.md, "Fair claiming"), with real Calculators on the
 real database: one key's backlog of runaways does not hold back another
 key's quick tasks for more than about one CALCULATION_TIMEOUT."""
 
@@ -12,7 +12,7 @@ from worker.task_queue import claim_tasks
 
 RUNAWAY = "9**(9**9)"
 TIMEOUT = 2.5  # CALCULATION_TIMEOUT of the scenario
-BOUND = TIMEOUT + 2  # the issue's promise for B's last result after its insert
+BOUND = TIMEOUT + 2  # the promise for B's last result after its insert (docs/design.md)
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from tests.http_client import request
 from tests.support import ApiServer, insert, wait_for
 
 
-# The bound is 100 ms at p99 on an idle machine; this one is shared
+# The target is 100 ms at p99 on an idle machine (BENCHMARKS.md, "The targets"); this one is shared
 # by several test runs at once, so the tests allow headroom.
 P99_LIMIT_MS = 250
 

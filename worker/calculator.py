@@ -12,7 +12,7 @@ processes' pipes and a signal wake-up pipe:
          fallback poll every QUEUE_WAIT_TIME), hand tasks to idle children
          fairly between owners
 
-Fair claiming (issue 13): when and how much to claim is worker/claiming.py
+Fair claiming (docs/design.md, "Fair claiming"): when and how much to claim is worker/claiming.py
 (and claim_size.py); the local queue's order, fair_queue.py.
 
 Two connections: one only LISTENs (so a notification is seen the moment it

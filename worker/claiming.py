@@ -1,4 +1,4 @@
-"""When a Calculator claims, and how many (fair claiming, issue 13).
+"""When a Calculator claims, and how many (fair claiming).
 
 The database hands tasks out in fair order (sql/queries/claim_tasks.sql).
 The Calculator claims
