@@ -80,10 +80,11 @@ def _time(args, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
+        # In UTC from here on; a time whose UTC falls outside years 1-9999 is refused too.
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise BadRequest(f"{name} must be a date and time in ISO 8601, like 2026-12-07T01:40:00Z, "
                          f"not {raw[:40]!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _limit(raw: str | None, max_limit: int) -> int:

@@ -133,6 +133,8 @@ def test_a_key_sees_only_its_own_tasks_and_may_not_ask_for_others(keyed, keys, d
     ("limit=x", "limit must be a whole number from 1 to 1000 (MAX_BATCH), not 'x'"),
     ("since=yesterday", "since must be a date and time in ISO 8601, like 2026-12-07T01:40:00Z, not 'yesterday'"),
     ("since=2026-01-02&until=2026-01-01", "since must be before until"),
+    ("until=0001-01-01T00:00:00%2B01:00", "until must be a date and time in ISO 8601, like 2026-12-07T01:40:00Z, "
+                                          "not '0001-01-01T00:00:00+01:00'"),
     ("cursor=abc", "cursor is not one this API gave: pass the \"next\" of the previous page as it is"),
     ("cursor=eyJiZWZvcmUiOi0xLCJmaWx0ZXJzIjoiIn0", "cursor is not one this API gave: pass the \"next\" of the "
                                                    "previous page as it is"),
