@@ -38,7 +38,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # every answer to be JSON, so such a path is simply not found.
     app.url_map.merge_slashes = False
 
-    from api import auth, cancel, dashboard, db, errors, expressions, health, metrics, openapi, same_origin, stats
+    from api import (auth, cancel, dashboard, db, errors, expressions, health, listing, metrics, openapi,
+                     same_origin, stats)
     from api.result_waiter import ResultWaiter
     db.init_app(app)
     errors.init_app(app)
@@ -48,6 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     app.register_blueprint(expressions.blueprint)
     app.register_blueprint(cancel.blueprint)
+    app.register_blueprint(listing.blueprint)
     app.register_blueprint(stats.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(openapi.blueprint)

@@ -6,7 +6,8 @@ the page fetches again every few seconds while it is visible:
 
     GET /                          the whole page (?status=error, ?task=42 work without JS)
     GET /dashboard/overview        the overview (queue, outcomes, live Calculators)
-    GET /dashboard/tasks?status=   recent tasks, and the recent failures
+    GET /dashboard/tasks?status=&cursor=   recent tasks (a page of GET /api/tasks's
+                                   listing, api/listing.py), and the recent failures
     GET /dashboard/task/<id>       one task's detail
 
 The playground submits through the public API (POST /api/expression) and
@@ -28,6 +29,7 @@ from flask import Blueprint, current_app, render_template, request
 from api.db import connection
 from api.errors import BadRequest
 from api.expressions import parse_expression_id
+from api.listing import STATUSES, Filters, decode_cursor, encode_cursor, list_page
 from api.metrics import _queue_stats, live_calculators
 from core.database import load_query
 
@@ -90,13 +92,16 @@ def _status_filter() -> str | None:
     return status
 
 
-def recent_tasks(status: str | None, limit: int) -> list[dict]:
+def recent_tasks(status: str | None, limit: int, cursor: str | None = None) -> tuple[list[dict], str | None]:
+    """A page of every owner's tasks, newest first, as GET /api/tasks lists
+    them (the same queries): (rows, the cursor of the next page or None)."""
+    filters = Filters([status] if status else list(STATUSES), None, None, None, limit)
+    before = decode_cursor(cursor, filters)
+
     def compute():
-        with connection() as conn:
-            cursor = conn.execute(load_query("recent_tasks"), {"status": status, "limit": limit})
-            names = [column.name for column in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
-    return _cache().get(("tasks", status, limit), compute)
+        rows, last = list_page(filters, before)
+        return rows, (None if last is None else encode_cursor(last, filters))
+    return _cache().get(("tasks", status, limit, before), compute)
 
 
 def task_detail(task_id: int) -> dict | None:
@@ -118,8 +123,10 @@ def _context(**extra) -> dict:
 
 
 def _tasks_context(status: str | None) -> dict:
-    return {"tasks": recent_tasks(status, RECENT_TASKS),
-            "failures": recent_tasks("error", RECENT_FAILURES),
+    cursor = request.args.get("cursor") or None
+    tasks, older = recent_tasks(status, RECENT_TASKS, cursor)
+    return {"tasks": tasks, "older": older, "cursor": cursor,
+            "failures": recent_tasks("error", RECENT_FAILURES)[0],
             "status": status, "statuses": statuses()}
 
 

@@ -3,7 +3,7 @@
     POST /api/expression          one expression            -> 202 {"expression_id"}
     POST /api/expressions         {"items": [...]}          -> 202 {"expression_ids"}
     GET  /api/result/<id>[?wait=S]                          -> the outcome
-    GET  /api/results?ids=1,2,3                             -> many outcomes
+    GET  /api/results?ids=1,2,3[&wait=S]                    -> many outcomes
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from api.db import connection, insert_then_notify, notify_tasks_inserted
 from api.errors import BadRequest
 from api.idempotency import idempotency_key, submit_once
 from api.request_body import batch, json_object
-from api.result_waiter import wait_for_outcome
+from api.result_waiter import wait_for_outcome, wait_for_outcomes
 from core.expression import (ExpressionError, check_variable_names, check_variables,
                              compile_expression, json_type, variables_to_json)
 
@@ -158,11 +158,27 @@ def get_results():
         raise BadRequest(f"at most {max_batch} ids at once, not {len(parts)}")
     # An id past the largest bigint cannot exist: it is unknown like any other absent id.
     ids = [_bulk_id(p) for p in parts]
-    with connection() as conn:
-        found = {r[0]: r[1:] for r in conn.execute(
-            SELECT_OUTCOMES, {"ids": [i for i in ids if i <= MAX_BIGINT], "only": caller().only_owner})}
-        purged_through, kept_for = (conn.execute(SELECT_RETENTION).fetchone()
-                                    if len(found) < len(set(ids)) else (0, None))
+    wait = _wait_seconds()
+    params = {"ids": [i for i in ids if i <= MAX_BIGINT], "only": caller().only_owner}
+
+    def read_outcomes() -> dict:
+        with connection() as conn:
+            return {r[0]: r[1:] for r in conn.execute(SELECT_OUTCOMES, params)}
+
+    def any_pending(found: dict) -> bool:
+        return any(row[0] == "pending" for row in found.values())
+
+    found = read_outcomes()
+    if wait > 0 and any_pending(found):
+        # One wait for the whole list, woken by the storing of any of its
+        # pending tasks; it answers when none is pending, or at the deadline.
+        pending = [i for i, row in found.items() if row[0] == "pending"]
+        found = wait_for_outcomes(current_app.extensions["result_waiter"], pending, wait,
+                                  read_outcomes, any_pending)
+    purged_through, kept_for = 0, None
+    if len(found) < len(set(ids)):
+        with connection() as conn:
+            purged_through, kept_for = conn.execute(SELECT_RETENTION).fetchone()
     results = []
     for task_id in ids:
         if task_id in found:

@@ -91,6 +91,7 @@ class DatabaseCollector:
         yield GaugeMetricFamily("calculator_database_up",
                                 "1 when this scrape could read the database, else 0.", value=1)
         yield from queue_metrics(stats)
+        yield from key_metrics(pending_by_key())
         yield from calculator_metrics(calculators)
 
 
@@ -108,6 +109,32 @@ def live_calculators() -> list[dict]:
         cursor = conn.execute(load_query("live_calculators"))
         names = [column.name for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+# Keys with their own series in the per-key figures; the others are summed.
+TOP_KEYS = 20
+
+
+def pending_by_key() -> list[tuple]:
+    with connection() as conn:
+        return conn.execute(load_query("pending_by_key"), {"top": TOP_KEYS}).fetchall()
+
+
+def key_metrics(rows):
+    """Per key (the TOP_KEYS with the most pending tasks by name; "(other
+    keys)" for the rest together, "(none)" for tasks without a key)."""
+    pending = GaugeMetricFamily("calculator_key_pending_tasks",
+                                f"Pending tasks per API key (the {TOP_KEYS} keys with the most; the rest "
+                                "as '(other keys)'; '(none)': tasks without a key).", labels=["key"])
+    oldest = GaugeMetricFamily("calculator_key_oldest_pending_age_seconds",
+                               "Age of each key's oldest pending task (labels as calculator_key_pending_tasks).",
+                               labels=["key"])
+    for key, other, count, age in rows:
+        label = key if key is not None else ("(other keys)" if other else "(none)")
+        pending.add_metric([label], float(count))
+        oldest.add_metric([label], age)
+    yield pending
+    yield oldest
 
 
 def queue_metrics(stats: dict):

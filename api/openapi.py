@@ -27,9 +27,12 @@ def load_spec() -> dict:
 def served_spec(settings) -> dict:
     spec = copy.deepcopy(load_spec())
     paths, schemas = spec["paths"], spec["components"]["schemas"]
-    for parameter in paths["/api/result/{expression_id}"]["get"]["parameters"]:
-        if parameter["name"] == "wait":
-            parameter["schema"]["maximum"] = settings.max_wait
+    for path in ("/api/result/{expression_id}", "/api/results", "/api/tasks"):
+        for parameter in paths[path]["get"]["parameters"]:
+            if parameter["name"] == "wait":
+                parameter["schema"]["maximum"] = settings.max_wait
+            if parameter["name"] == "limit":
+                parameter["schema"]["maximum"] = settings.max_batch
     bulk = paths["/api/expressions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     bulk["properties"]["items"]["maxItems"] = settings.max_batch
     schemas["Submission"]["properties"]["expression"]["maxLength"] = settings.limits.max_expression_length

@@ -51,9 +51,10 @@ class ResultWaiter:
         with self._lock:
             self.keys_generation += 1
 
-    def register(self, task_id: int) -> threading.Event:
+    def register(self, task_id: int, event: threading.Event | None = None) -> threading.Event:
+        """An event set when task_id is stored (event: one shared by several ids)."""
         self._ensure_listening()
-        event = threading.Event()
+        event = event or threading.Event()
         with self._lock:
             self._waiting[task_id].add(event)
         return event
@@ -68,7 +69,8 @@ class ResultWaiter:
 
     def waiting_count(self) -> int:
         with self._lock:
-            return sum(len(events) for events in self._waiting.values())
+            # A request waiting on many ids holds one event for all of them.
+            return len(set().union(*self._waiting.values()))
 
     def release_all(self) -> None:
         """The server is stopping: every waiter answers with what it has now."""
@@ -145,11 +147,21 @@ class ResultWaiter:
 
 def wait_for_outcome(waiter: ResultWaiter, task_id: int, seconds: float, read_outcome):
     """read_outcome() until it is no longer pending or seconds have passed."""
+    return wait_for_outcomes(waiter, [task_id], seconds, read_outcome,
+                             lambda row: row is not None and row[0] == "pending")
+
+
+def wait_for_outcomes(waiter: ResultWaiter, task_ids, seconds: float, read, still_pending):
+    """read() until still_pending(what it read) is false or seconds have
+    passed: one event, woken by the storing of any of task_ids."""
     deadline = time.monotonic() + seconds
-    event = waiter.register(task_id)
+    event = threading.Event()
+    task_ids = set(task_ids)
+    for task_id in task_ids:
+        waiter.register(task_id, event)
     try:
-        row = read_outcome()  # stored between the first read and register?
-        while row is not None and row[0] == "pending" and not waiter.released:
+        value = read()  # stored between the first read and register?
+        while still_pending(value) and not waiter.released:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -157,7 +169,8 @@ def wait_for_outcome(waiter: ResultWaiter, task_id: int, seconds: float, read_ou
             if waiter.released:
                 break
             event.clear()
-            row = read_outcome()
-        return row
+            value = read()
+        return value
     finally:
-        waiter.unregister(task_id, event)
+        for task_id in task_ids:
+            waiter.unregister(task_id, event)

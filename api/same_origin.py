@@ -4,7 +4,7 @@ A browser tells where a request comes from (the Origin header, and
 Sec-Fetch-Site in current browsers); a POST (or PUT, PATCH, DELETE) that a
 page of another site makes a visitor's browser send is refused with 403,
 before it does anything. Clients that are not browsers (curl, scripts,
-api.client) send neither header and are not affected.
+calc) send neither header and are not affected.
 """
 
 from __future__ import annotations

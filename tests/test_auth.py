@@ -429,8 +429,8 @@ def test_the_command_line_client_sends_the_key(keyed_app, keys, calculators):
     env = {k: v for k, v in os.environ.items() if k != "CALCULATOR_API_KEY"}
     with serve(keyed_app()) as base:
         def client(*args, **extra):
-            return subprocess.run([sys.executable, "-m", "api.client", "--url", base, *args], cwd=ROOT,
-                                  env=env | extra, capture_output=True, text=True, timeout=60)
+            return subprocess.run([sys.executable, "-m", "calculator_client", "--url", base, *args], cwd=ROOT,
+                                  env=env | {"PYTHONPATH": str(ROOT / "client")} | extra, capture_output=True, text=True, timeout=60)
         refused = client("6*7")
         assert (refused.returncode, refused.stderr) == (
             2, "error: an API key is needed: send 'Authorization: Bearer <key>' "
@@ -555,8 +555,8 @@ def test_the_client_strips_a_keys_line_end_and_refuses_a_mangled_key(keyed_app, 
     calculators()
     with serve(keyed_app()) as base:
         def client(key):
-            return subprocess.run([sys.executable, "-m", "api.client", "--url", base, "--key", key, "6*7"],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+            return subprocess.run([sys.executable, "-m", "calculator_client", "--url", base, "--key", key, "6*7"],
+                                  cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "client")}, capture_output=True, text=True, timeout=60)
         assert client(keys["alice"] + "\r\n").stdout == "42\n"
         mangled = client(keys["alice"][:-3] + "€ x")
         assert mangled.returncode == 2

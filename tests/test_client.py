@@ -1,20 +1,28 @@
-"""python -m api.client, run for real against a real HTTP server and Calculator."""
+"""The calc command (client/calculator_client/cli.py), run for real against a
+real HTTP server and Calculator: from the source tree here (python -m
+calculator_client), installed into a fresh virtualenv in test_client_package.py."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from api.client import ApiError, parse_variables
+from calculator_client.cli import UsageError, parse_variables
 from tests.support import ROOT
 
+CALC = [sys.executable, "-m", "calculator_client"]
+# The client package from the source tree, without installing it.
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "client")}
 
-def client(http_server, *args):
-    return subprocess.run([sys.executable, "-m", "api.client", "--url", http_server, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+def client(http_server, *args, **env):
+    return subprocess.run([*CALC, "--url", http_server, *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, env=ENV | env)
 
 
 def test_one_expression(http_server, calculators):
@@ -46,15 +54,15 @@ def test_a_file_in_bulk(http_server, calculators, tmp_path):
 
 
 def test_unreachable_api(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "api.client", "--url", "http://127.0.0.1:9", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([*CALC, "--url", "http://127.0.0.1:9", "--timeout", "1", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30, env=ENV)
     assert result.returncode == 2 and "cannot reach http://127.0.0.1:9" in result.stderr
 
 
 def test_it_sends_an_idempotency_key_and_gives_up_waiting_at_its_timeout(http_server, db):
     result = client(http_server, "--timeout", "0.5", "2+2")  # no Calculator runs
     assert result.returncode == 3
-    assert "expression 1 is still pending after 0.5 s" in result.stderr
+    assert "expression 1 is still pending after 0.5 s; ask later: curl 'http" in result.stderr
     assert db.execute("SELECT expression_ids FROM idempotency_keys").fetchall() == [([1],)]
 
 
@@ -87,7 +95,7 @@ def test_a_submission_answered_503_is_sent_again_with_the_same_idempotency_key()
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from api.client import Client
+    from calculator_client import Client
 
     keys = []
 
@@ -110,7 +118,7 @@ def test_a_submission_answered_503_is_sent_again_with_the_same_idempotency_key()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        assert Client(f"http://127.0.0.1:{server.server_port}", timeout=10).submit("1+1", {}) == 7
+        assert Client(f"http://127.0.0.1:{server.server_port}", retry_for=10).submit("1+1", {}) == 7
     finally:
         server.shutdown()
         thread.join(10)
@@ -121,8 +129,9 @@ def test_a_submission_answered_503_is_sent_again_with_the_same_idempotency_key()
     ("x=1e400", 10**400), ("x=1e2", 100), ("x=2.5", 2.5), ("x=-3", -3), ("x=1e-5", 1e-05),
 ])
 def test_variables_are_sent_as_the_api_reads_them(typed, sent):
-    """The client applies the API's number rule (core/numbers.py), so what it
-    sends is what the API will calculate with."""
+    """The client applies the API's number rule (core/numbers.py, repeated in
+    the client package, which holds no server code), so what it sends is what
+    the API will calculate with."""
     value = parse_variables([typed])["x"]
     assert value == sent and type(value) is type(sent)
 
@@ -134,5 +143,25 @@ def test_variables_are_sent_as_the_api_reads_them(typed, sent):
     ("x", "variables are name=value, not 'x'"),
 ])
 def test_variables_that_are_not_numbers_are_refused_before_sending(typed, message):
-    with pytest.raises(ApiError, match=re.escape(message)):
+    with pytest.raises(UsageError, match=re.escape(message)):
         parse_variables([typed])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(r"-?(0|[1-9][0-9]{0,4})(\.[0-9]{1,4})?([eE][-+]?[0-9]{1,3})?", fullmatch=True))
+def test_the_clients_number_rule_is_the_apis(text):
+    """The client package repeats core/numbers.py's rule (it holds no
+    server code): against the API's own function as the oracle."""
+    from decimal import Decimal
+
+    from core.errors import ExpressionError
+    from core.numbers import variable_value
+    try:
+        expected = variable_value("x", Decimal(text))
+    except ExpressionError as error:
+        with pytest.raises(UsageError) as refused:
+            parse_variables([f"x={text}"])
+        assert str(refused.value) == str(error)
+        return
+    value = parse_variables([f"x={text}"])["x"]
+    assert value == expected and type(value) is type(expected)

@@ -61,6 +61,25 @@ def test_the_status_filter_and_the_detail(client, db):
     assert f"Task {pending}" in client.get(f"/?task={pending}").get_data(as_text=True)
 
 
+def test_the_task_list_is_the_listing_of_the_api_with_older_pages(client, db):
+    """The page's list is a page of GET /api/tasks (the same query and
+    cursor): "Older tasks" leads to the next 50, each task on one page."""
+    db.execute("INSERT INTO tasks (expression) SELECT i || '+1' FROM generate_series(1, 120) AS i")
+    seen, path = [], "/dashboard/tasks?status=pending"
+    for _ in range(3):
+        html = client.get(path).get_data(as_text=True)
+        seen += [int(i) for i in re.findall(r'<tr data-id="(\d+)"', html)]
+        older = re.search(r'<a href="/\?([^"]+)" class="older"', html)
+        if older is None:
+            break
+        path = "/dashboard/tasks?" + older.group(1).replace("&amp;", "&")
+    assert seen == list(range(120, 0, -1))
+    assert older is None and "Older tasks: pending</h3>" in html and 'class="newest"' in html
+    cursor = re.search(r"cursor=([^&]+)", path).group(1)
+    api = client.get(f"/api/tasks?status=pending&limit=20&cursor={cursor}").json
+    assert [t["expression_id"] for t in api["tasks"]] == list(range(20, 0, -1))
+
+
 def test_the_overview_is_shared_for_a_moment(client, db, monkeypatch):
     from api import dashboard
     monkeypatch.setattr(dashboard, "CACHE_SECONDS", 60)

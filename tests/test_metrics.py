@@ -186,3 +186,26 @@ def test_http_durations_add_up_across_gunicorn_workers(api_url, db, tmp_path, gi
         server.wait(30)
         log.close()
     assert not list(tmp_path.glob("calculator-metrics-*")), "the directory gunicorn made is removed"
+
+
+def test_pending_tasks_and_their_age_per_key_with_bounded_labels(client, db, monkeypatch):
+    """The keys with the most pending tasks by name (TOP_KEYS, 1 here), the
+    others summed as one series, tasks without a key as another."""
+    from api import metrics
+    from api.keys import create_key
+    monkeypatch.setattr(metrics, "TOP_KEYS", 1)
+    for name in ("alice", "bob", "carol"):
+        create_key(db, name)
+    db.execute("INSERT INTO tasks (expression, owner, created_at) VALUES "
+               "('1', 1, now() - interval '30 s'), ('1', 1, now()), ('1', 1, now()), "
+               "('1', 2, now() - interval '90 s'), ('1', 3, now()), ('1', NULL, now() - interval '10 s')")
+    db.execute("INSERT INTO tasks (expression, owner, status, result, finished_at) VALUES ('1', 2, 'done', '1', now())")
+    samples = scrape(client)
+    keys = {dict(pairs)["key"] for (name, pairs) in samples if name == "calculator_key_pending_tasks"}
+    assert keys == {"alice", "(other keys)", "(none)"}
+    assert value(samples, "calculator_key_pending_tasks", key="alice") == 3
+    assert value(samples, "calculator_key_pending_tasks", key="(other keys)") == 2
+    assert value(samples, "calculator_key_pending_tasks", key="(none)") == 1
+    assert 90 <= value(samples, "calculator_key_oldest_pending_age_seconds", key="(other keys)") < 150
+    assert 30 <= value(samples, "calculator_key_oldest_pending_age_seconds", key="alice") < 90
+    assert 10 <= value(samples, "calculator_key_oldest_pending_age_seconds", key="(none)") < 70

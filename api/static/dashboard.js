@@ -216,8 +216,13 @@
   }
 
   function tasksUrl() {
-    const status = $("status").value;
-    return $("tasks").dataset.fragment + (status ? `?status=${encodeURIComponent(status)}` : "");
+    // The page of the listing the address names (?cursor=, from an "Older tasks" link), kept on refresh.
+    const query = new URLSearchParams();
+    const status = $("status").value, cursor = new URLSearchParams(location.search).get("cursor");
+    if (status) query.set("status", status);
+    if (cursor) query.set("cursor", cursor);
+    const text = query.toString();
+    return $("tasks").dataset.fragment + (text ? `?${text}` : "");
   }
 
   async function refreshOverview() {

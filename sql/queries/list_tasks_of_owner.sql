@@ -1,0 +1,53 @@
+-- GET /api/tasks for one key: its tasks of the statuses asked for (an
+-- array), newest first (by id), below the cursor's id, created in
+-- [since, until) (NULL: no bound), at most limit of them. One branch per
+-- status, each a walk of tasks_listing_by_owner (sql/013) that stops after
+-- limit rows; a status not asked for is not walked (its branch's one-time
+-- filter is false).
+--
+-- Each branch names its rows as a range of that index's keys, from
+-- (owner, status, 0) to (owner, status, cursor), in its order: nothing else
+-- can serve it (owner = ... once more proves the index's predicate). Written as owner = ... AND status = 'done', the planner could
+-- (and, with two keys of 20,000 tasks each, did) walk the index of everyone's
+-- done tasks (sql/013) instead, filtering out the other key's newer tasks:
+-- 20,000 rows read for a page (tests/test_listing.py).
+SELECT t.id, t.status, t.expression, t.variables, t.result, t.error, t.attempts,
+       t.created_at, t.finished_at,
+       extract(epoch FROM t.finished_at - t.created_at)::float8 AS seconds,
+       t.status = 'pending' AND t.lease_token IS NOT NULL AND t.process_at > now() AS leased,
+       (SELECT k.name FROM api_keys k WHERE k.id = t.owner) AS owner_name
+FROM (
+    (SELECT * FROM tasks t
+     WHERE t.owner = %(owner)s::bigint AND (t.owner, t.status, t.id) > (%(owner)s::bigint, 'pending', 0)
+       AND (t.owner, t.status, t.id) < (%(owner)s::bigint, 'pending', %(before)s)
+       AND 'pending' = ANY(%(statuses)s::text[])
+       AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
+       AND (%(until)s::timestamptz IS NULL OR t.created_at < %(until)s::timestamptz)
+     ORDER BY t.owner DESC, t.status DESC, t.id DESC LIMIT %(limit)s)
+    UNION ALL
+    (SELECT * FROM tasks t
+     WHERE t.owner = %(owner)s::bigint AND (t.owner, t.status, t.id) > (%(owner)s::bigint, 'done', 0)
+       AND (t.owner, t.status, t.id) < (%(owner)s::bigint, 'done', %(before)s)
+       AND 'done' = ANY(%(statuses)s::text[])
+       AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
+       AND (%(until)s::timestamptz IS NULL OR t.created_at < %(until)s::timestamptz)
+     ORDER BY t.owner DESC, t.status DESC, t.id DESC LIMIT %(limit)s)
+    UNION ALL
+    (SELECT * FROM tasks t
+     WHERE t.owner = %(owner)s::bigint AND (t.owner, t.status, t.id) > (%(owner)s::bigint, 'error', 0)
+       AND (t.owner, t.status, t.id) < (%(owner)s::bigint, 'error', %(before)s)
+       AND 'error' = ANY(%(statuses)s::text[])
+       AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
+       AND (%(until)s::timestamptz IS NULL OR t.created_at < %(until)s::timestamptz)
+     ORDER BY t.owner DESC, t.status DESC, t.id DESC LIMIT %(limit)s)
+    UNION ALL
+    (SELECT * FROM tasks t
+     WHERE t.owner = %(owner)s::bigint AND (t.owner, t.status, t.id) > (%(owner)s::bigint, 'cancelled', 0)
+       AND (t.owner, t.status, t.id) < (%(owner)s::bigint, 'cancelled', %(before)s)
+       AND 'cancelled' = ANY(%(statuses)s::text[])
+       AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
+       AND (%(until)s::timestamptz IS NULL OR t.created_at < %(until)s::timestamptz)
+     ORDER BY t.owner DESC, t.status DESC, t.id DESC LIMIT %(limit)s)
+) AS t
+ORDER BY t.id DESC
+LIMIT %(limit)s
