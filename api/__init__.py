@@ -40,12 +40,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from api import (auth, cancel, dashboard, db, errors, expressions, health, listing, metrics, openapi,
                      same_origin, stats)
+    from api.group_commit import GroupCommit
     from api.result_waiter import ResultWaiter
     db.init_app(app)
     errors.init_app(app)
     metrics.init_app(app)
     same_origin.init_app(app)
     app.extensions["result_waiter"] = ResultWaiter(app.config["DATABASE_URL"])
+    app.extensions["group_commit"] = GroupCommit(app.config["SETTINGS"].db_timeout)
     auth.init_app(app)
     app.register_blueprint(expressions.blueprint)
     app.register_blueprint(cancel.blueprint)

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Callable, Iterator
+from typing import Iterator
 
 import psycopg
 from flask import Flask, current_app
@@ -223,38 +223,18 @@ def notify_tasks_inserted(conn: psycopg.Connection) -> None:
     try:
         conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
     except psycopg.Error as error:
-        _notify_failed(error)
+        notify_failed(error)
 
 
-def _notify_failed(error: psycopg.Error) -> None:
+def notify_failed(error: psycopg.Error) -> None:
     log.warning("could not notify the Calculators (%s); the fallback poll will find the task",
                 error_summary(error))
 
 
-def insert_then_notify(conn: psycopg.Connection, insert: Callable[[psycopg.Connection], psycopg.Cursor]):
-    """insert(conn) sends an INSERT and returns its cursor; committed, it is
-    followed by notify_tasks_inserted's NOTIFY, both in one round trip (a
-    pipeline). The INSERT's error is raised; the NOTIFY's is logged (the
-    task is in, the next poll finds it). Returns the INSERT's cursor, read."""
-    cursor = None
-    try:
-        with conn.pipeline() as pipeline:
-            cursor = insert(conn)
-            end_transaction(pipeline)
-            conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
-    except psycopg.Error as error:
-        # A failed statement leaves its cursor without a result; an error
-        # after a successful INSERT is the NOTIFY's.
-        if cursor is None or cursor.pgresult is None:
-            raise
-        _notify_failed(error)
-    return cursor
-
-
 def end_transaction(pipeline: psycopg.Pipeline) -> None:
     """In a pipeline, end the implicit transaction of what was sent so far
-    without waiting for its results: the insert and the NOTIFY after it then
-    travel in one round trip and still commit separately (see
+    without waiting for its results: the inserts and the NOTIFY after them
+    then travel in one round trip (api/group_commit.py) and still commit separately (see
     notify_tasks_inserted). psycopg offers this only as Pipeline.sync(), which
     waits for the results (a round trip); its private _enqueue_sync() sends
     the Sync alone. Without it (another psycopg), sync() is still correct."""

@@ -14,7 +14,8 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from api import admission
 from api.auth import caller
-from api.db import connection, insert_then_notify, notify_tasks_inserted
+from api.db import connection, notify_tasks_inserted
+from api.group_commit import Member
 from api.errors import BadRequest
 from api.idempotency import idempotency_key, submit_once
 from api.request_body import batch, json_object
@@ -48,17 +49,25 @@ def checked_submission(item) -> tuple[str, str]:
     return item["expression"], variables_to_json(variables)
 
 
-def _store(body: dict, insert, items: int) -> tuple[list[int], bool]:
-    """Run insert(conn), which sends the INSERT and returns its cursor, at
-    most once per Idempotency-Key: (ids, in the items' order; created). A
-    submission past the key's limits is a 429 and inserts nothing."""
+def _store(body: dict, accepted: list[tuple[str, str]]) -> tuple[list[int], bool]:
+    """Insert the accepted items at most once per Idempotency-Key: (ids, in
+    the items' order; created). Without a key the submission joins this
+    process's group commit (api/group_commit.py); with one it has its own
+    transaction. A submission past the key's limits is a 429 and inserts
+    nothing."""
     key = idempotency_key()
     who = caller()
+    items = len(accepted)
     admission.check_fits(items)
     try:
+        if key is None:
+            member = Member(accepted, admission.limit_parameters(who, items))
+            return current_app.extensions["group_commit"].submit(member), True
+
+        def insert(conn):
+            return admission.insert_many(conn, who, accepted)
+
         with connection() as conn:
-            if key is None:
-                return admission.inserted_ids(insert_then_notify(conn, insert)), True
             ids, created = submit_once(conn, key, body, lambda c: admission.inserted_ids(insert(c)),
                                        who.owner, admission.Refused)
             if created:
@@ -79,12 +88,7 @@ def _accepted(payload: dict, created: bool):
 @blueprint.post("/expression")
 def submit_expression():
     body = json_object(required={"expression"}, optional={"variables"})
-    expression, variables = checked_submission(body)
-
-    def insert(conn):
-        return admission.insert_one(conn, caller(), expression, variables)
-
-    (task_id,), created = _store(body, insert, 1)
+    (task_id,), created = _store(body, [checked_submission(body)])
     response = _accepted({"expression_id": task_id}, created)
     response.headers["Location"] = url_for("expressions.get_result", expression_id=task_id)
     return response
@@ -106,10 +110,7 @@ def submit_expressions():
         response.status_code = 400
         return response
 
-    def insert(conn):
-        return admission.insert_many(conn, caller(), accepted)
-
-    ids, created = _store(body, insert, len(accepted))
+    ids, created = _store(body, accepted)
     return _accepted({"expression_ids": ids}, created)
 
 
