@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from core.settings import ApiSettings, database_url
+from core.settings import ApiSettings, database_url, listen_database_url
 
 
 JSONB_MAX_DIGITS = 140_000
@@ -16,7 +16,8 @@ JSONB_MAX_DIGITS = 140_000
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Application factory. config overrides what is read from the environment:
-    DATABASE_URL, SETTINGS (an ApiSettings), CHECK_SCHEMA (default True)."""
+    DATABASE_URL, LISTEN_DATABASE_URL, SETTINGS (an ApiSettings), CHECK_SCHEMA
+    (default True)."""
     # The API only reads numbers the database already holds. A row written
     # with psql may hold an integer longer than Python's default 4,300-digit
     # limit for int <-> str (jsonb allows some 131,000 digits): reading or
@@ -32,6 +33,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     if config:
         app.config.update(config)
+    # The LISTEN connection: LISTEN_DATABASE_URL, else the pool's database.
+    app.config.setdefault("LISTEN_DATABASE_URL", None)
+    if not app.config["LISTEN_DATABASE_URL"]:
+        app.config["LISTEN_DATABASE_URL"] = (listen_database_url() if not config or "DATABASE_URL" not in config
+                                             else app.config["DATABASE_URL"])
     app.config["MAX_CONTENT_LENGTH"] = app.config["SETTINGS"].max_content_length
     app.json.sort_keys = False
     # Werkzeug would answer "//" in a path with an HTML 308 redirect; we want
@@ -46,7 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     metrics.init_app(app)
     same_origin.init_app(app)
-    app.extensions["result_waiter"] = ResultWaiter(app.config["DATABASE_URL"])
+    app.extensions["result_waiter"] = ResultWaiter(app.config["LISTEN_DATABASE_URL"])
     app.extensions["group_commit"] = GroupCommit(app.config["SETTINGS"].db_timeout)
     auth.init_app(app)
     app.register_blueprint(expressions.blueprint)

@@ -60,8 +60,12 @@ class _Pool(ConnectionPool):
 
 
 class Database:
-    def __init__(self, url: str, min_size: int, max_size: int, timeout: float):
+    def __init__(self, url: str, min_size: int, max_size: int, timeout: float,
+                 prepared_statements: bool = True, pooler: str = "none"):
         self.url = url
+        self.prepared_statements = prepared_statements
+        # Behind a pooler in transaction mode, a pipeline carries one Sync.
+        self.one_sync_per_round_trip = pooler != "none"
         self.min_size, self.max_size, self.timeout = min_size, max_size, timeout
         self.down_since: float | None = None
         self._last_probe = 0.0
@@ -90,6 +94,8 @@ class Database:
                 "autocommit": True,
                 "application_name": "calculator-api",
                 "connect_timeout": max(1, round(self.timeout)),
+                # None: no server-side prepared statements at all (behind PgBouncer).
+                **({} if self.prepared_statements else {"prepare_threshold": None}),
             },
             open=False,
             name="calculator-api",
@@ -202,7 +208,8 @@ class Database:
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.extensions["pool"] = Database(app.config["DATABASE_URL"], settings.pool_min_size,
-                                      settings.pool_max_size, settings.db_timeout)
+                                      settings.pool_max_size, settings.db_timeout,
+                                      settings.prepared_statements, settings.pooler)
     if app.config["CHECK_SCHEMA"]:
         with connect(app.config["DATABASE_URL"], application_name="calculator-api") as conn:
             check_schema(conn)

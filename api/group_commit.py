@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass, field
 
 import psycopg
+from flask import current_app
 
 from api import admission
 from api.db import DatabaseUnavailable, connection, end_transaction, notify_failed, NOTIFY_TASKS_INSERTED
@@ -158,6 +159,7 @@ def write(batch: list[Member]) -> None:
 
 
 def _write_together(conn: psycopg.Connection, batch: list[Member]) -> None:
+    one_sync = current_app.extensions["pool"].one_sync_per_round_trip
     plain = [m for m in batch if m.limits is None]
     admitted = sorted((m for m in batch if m.limits is not None), key=lambda m: m.owner_order)
     cursors = []
@@ -170,7 +172,11 @@ def _write_together(conn: psycopg.Connection, batch: list[Member]) -> None:
                           "variables": [v for _, v in member.items]} | member.limits
                 cursors.append(conn.execute(load_query("insert_tasks_admitted"), params,
                                             prepare=True if len(member.items) == 1 else None))
-            end_transaction(pipeline)
+            if not one_sync:
+                end_transaction(pipeline)
+                inserted = True
+                conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
+        if one_sync:  # behind PgBouncer: the NOTIFY is a round trip of its own
             inserted = True
             conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
     except psycopg.Error as error:
