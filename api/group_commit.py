@@ -77,8 +77,9 @@ class Member:
 
 
 class GroupCommit:
-    def __init__(self, timeout: float):
+    def __init__(self, timeout: float, enabled: bool = True):
         self.timeout = timeout
+        self.enabled = enabled  # False: every submission writes alone, at once (to compare)
         self._lock = threading.Lock()
         self._busy = False
         self._queue: list[Member] = []
@@ -89,6 +90,9 @@ class GroupCommit:
     def submit(self, member: Member) -> list[int]:
         """The member's ids, in its items' order; admission.Refused,
         DatabaseUnavailable or the statement's error otherwise."""
+        if not self.enabled:
+            write([member])
+            return member.outcome()
         with self._lock:
             if self._busy:
                 self._queue.append(member)

@@ -228,6 +228,9 @@ class ApiSettings:
     # off unless PREPARED_STATEMENTS=on (PgBouncer >= 1.21 with
     # max_prepared_statements). README "Many API processes behind PgBouncer".
     pooler: str = "none"
+    # Concurrent submissions of one process share a transaction (api/group_commit.py);
+    # "off" only to compare (make bench-http).
+    group_commit: bool = True
     prepared_statements: bool = True
 
     @classmethod
@@ -247,6 +250,7 @@ class ApiSettings:
             pool_max_size=_number(environ, "POOL_MAX_SIZE", cls.pool_max_size, minimum=1),
             db_timeout=_number(environ, "DB_TIMEOUT", cls.db_timeout, float, minimum=0.1),
             limits=ExpressionLimits.from_env(environ),
+            group_commit=_choice(environ, "GROUP_COMMIT", "on", ("on", "off")) == "on",
             pooler=(pooler := _choice(environ, "DATABASE_POOLER", cls.pooler, ("none", "transaction"))),
             prepared_statements=_choice(environ, "PREPARED_STATEMENTS", "on" if pooler == "none" else "off",
                                         ("on", "off")) == "on",
