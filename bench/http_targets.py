@@ -54,7 +54,7 @@ def pgbench_select_tps(cluster, clients: int, seconds: int) -> float:
     os.chmod(WORKDIR, 0o755)
     os.chmod(script, 0o644)
     output = subprocess.run(
-        [str(cluster.bindir / "pgbench"), "-n", "-M", "prepared", "-h", str(cluster.socket_dir),
+        [str(cluster.bindir / "pgbench"), "-n", "-h", str(cluster.socket_dir),
          "-p", str(cluster.port), "-U", "postgres", "-c", str(clients), "-j", str(min(clients, 2)),
          "-T", str(seconds), "-f", str(script), "postgres"],
         check=True, capture_output=True, text=True).stdout
