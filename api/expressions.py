@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request
 
 from api import admission
 from api.auth import caller
@@ -104,7 +104,9 @@ def submit_expression():
     body = json_object(required={"expression"}, optional={"variables"})
     (task_id,), created = _store(body, [checked_submission(body)])
     response = _accepted({"expression_id": task_id}, created)
-    response.headers["Location"] = url_for("expressions.get_result", expression_id=task_id)
+    # What url_for("expressions.get_result", ...) builds, without the URL
+    # map (4% of a POST's CPU).
+    response.headers["Location"] = f"{request.script_root}/api/result/{task_id}"
     return response
 
 
