@@ -151,9 +151,12 @@ def get_result(expression_id: str):
         with connection() as conn:
             return conn.execute(SELECT_OUTCOME, {"id": task_id, "only": only}, prepare=True).fetchone()
 
-    row = read_outcome()
-    if row is not None and row[0] == "pending" and wait > 0:
+    if wait > 0:
+        # Registered first, then read: one read when the outcome is already
+        # there, and nothing stored in between is missed (issue 20).
         row = wait_for_outcome(current_app.extensions["result_waiter"], task_id, wait, read_outcome)
+    else:
+        row = read_outcome()
     if row is None:
         raise missing(task_id)
     response = jsonify(outcome_json(task_id, *row))
