@@ -78,13 +78,19 @@ def _store(body: dict, accepted: list[tuple[str, str]]) -> tuple[list[int], bool
             member = Member(accepted, admission.limit_parameters(who, items))
             return current_app.extensions["group_commit"].submit(member), True
 
+        # Behind PgBouncer the NOTIFY goes in the insert's own transaction
+        # (it reads the session: docs/operations.md, "Many API processes behind PgBouncer").
+        pooled = current_app.extensions["pool"].one_sync_per_round_trip
+
         def insert(conn):
-            return admission.insert_many(conn, who, accepted)
+            ids = admission.inserted_ids(admission.insert_many(conn, who, accepted))
+            if pooled:
+                notify_tasks_inserted(conn)
+            return ids
 
         with connection() as conn:
-            ids, created = submit_once(conn, key, body, lambda c: admission.inserted_ids(insert(c)),
-                                       who.owner, admission.Refused)
-            if created:
+            ids, created = submit_once(conn, key, body, insert, who.owner, admission.Refused)
+            if created and not pooled:
                 notify_tasks_inserted(conn)
         return ids, created
     except admission.Refused as refused:
@@ -153,7 +159,7 @@ def get_result(expression_id: str):
 
     if wait > 0:
         # Registered first, then read: one read when the outcome is already
-        # there, and nothing stored in between is missed (issue 20).
+        # there, and nothing stored in between is missed.
         row = wait_for_outcome(current_app.extensions["result_waiter"], task_id, wait, read_outcome)
     else:
         row = read_outcome()
@@ -213,7 +219,7 @@ def get_results():
 
 
 def _wait_seconds() -> float:
-    if not request.environ.get("QUERY_STRING"):
+    if not request.query_string:
         return 0.0  # the common case, without parsing the arguments
     raw = request.args.get("wait")
     if raw is None:

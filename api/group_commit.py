@@ -1,5 +1,5 @@
 """Group commit: concurrent submissions of one API process share one
-transaction, one commit and one NOTIFY (issue 20).
+transaction, one commit and one NOTIFY (docs/design.md, "Group commit").
 
 There is no batching window. A submission that finds no write in flight
 writes at once, alone (a lone request is not delayed). Submissions that
@@ -176,13 +176,14 @@ def _write_together(conn: psycopg.Connection, batch: list[Member]) -> None:
                           "variables": [v for _, v in member.items]} | member.limits
                 cursors.append(conn.execute(load_query("insert_tasks_admitted"), params,
                                             prepare=True if len(member.items) == 1 else None))
-            if not one_sync:
+            if one_sync:
+                # Behind PgBouncer: in the inserts' transaction (one Sync; the
+                # NOTIFY reads the session, which the next transaction may not have).
+                conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
+            else:
                 end_transaction(pipeline)
                 inserted = True
                 conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
-        if one_sync:  # behind PgBouncer: the NOTIFY is a round trip of its own
-            inserted = True
-            conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
     except psycopg.Error as error:
         # An error after the INSERTs' results arrived is the NOTIFY's.
         if not inserted or any(c.pgresult is None for c in cursors) or (

@@ -1,4 +1,4 @@
-"""make bench-http: the front door's three targets of issue 20, side by side.
+"""make bench-http: the front door's three targets, side by side.
 
     python -m bench.http_targets     # BENCH_RUNS (3) rounds of BENCH_LOAD_SECONDS (5) per figure
 
@@ -22,7 +22,7 @@ rounds' ratios, since pgbench's commit rate moves with the disk:
      session does at best: bench.latency.sql_client_latency)
 
 Beside them, the same POSTs with GROUP_COMMIT=off (each submission its own
-transaction, as before issue 20), and POST p50 at 1 connection both ways (a
+transaction, as before group commit), and POST p50 at 1 connection both ways (a
 lone request must not be slower). Then the CPU profile of one POST and one
 GET (bench/request_profile.py).
 """

@@ -1,4 +1,4 @@
-"""Where one request's CPU goes in the API process (issue 20): the WSGI app
+"""Where one request's CPU goes in the API process: the WSGI app
 called in-process (no server, no network) for POST /api/expression and GET
 /api/result/<id> of a finished task, under cProfile, against a real
 PostgreSQL; prints microseconds of CPU per request and the functions that

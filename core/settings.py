@@ -226,7 +226,7 @@ class ApiSettings:
     # round trip ends its transaction at one Sync (PgBouncer 1.18 mixed up
     # the results of pipelines with several), and prepared statements are
     # off unless PREPARED_STATEMENTS=on (PgBouncer >= 1.21 with
-    # max_prepared_statements). README "Many API processes behind PgBouncer".
+    # max_prepared_statements). docs/operations.md, "Many API processes behind PgBouncer".
     pooler: str = "none"
     # Concurrent submissions of one process share a transaction (api/group_commit.py);
     # "off" only to compare (make bench-http).

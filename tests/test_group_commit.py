@@ -209,6 +209,8 @@ def test_a_member_whose_statement_fails_takes_nobody_else_down(make_app, databas
         db.execute("DROP TRIGGER refuse_poison ON tasks")
         db.execute("DROP FUNCTION refuse_poison()")
     assert [a[0] for a in answers] == [202, 202, 500, 202]
+    # The group's transaction was rolled back whole: nothing written twice.
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (4,)
     assert expressions_of(db, [answers[1][2]["expression_id"]]) == ["2"]
     assert expressions_of(db, answers[3][2]["expression_ids"]) == ["3", "4"]
 
