@@ -106,3 +106,24 @@ def test_the_pool_sessions_have_the_apis_settings(bouncer):
         for _ in range(POOL_SIZE * 2):
             assert conn.execute("SELECT current_setting('statement_timeout'), "
                                 "current_setting('calculator.notify_after_commit', true)").fetchone() == ("5s", "on")
+
+
+def test_through_pgbouncer_every_submissions_notification_says_where_its_task_stands(api, db, database_url):
+    """The NOTIFY reads the place of the session's first new task from the
+    session (sql/011); behind a pooler it must travel in the insert's own
+    transaction, or another server connection's session answers ('')."""
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN tasks_inserted")
+
+        def submit(k):
+            if k % 4 == 0:
+                status, _, body = request(api.base, "POST", "/api/expression", f'{{"expression": "{k}"}}',
+                                          {"Content-Type": "application/json", "Idempotency-Key": f"k{k}"})
+            else:
+                status, _, body = post_json(api.base, "/api/expression", {"expression": f"{k}"})
+            assert status == 202, body
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(submit, range(80)))
+        payloads = [n.payload for n in listener.notifies(timeout=0.5)]
+    assert payloads and all(payloads), payloads
