@@ -44,14 +44,6 @@ MAX_BATCH_ITEMS = 5000
 # statements are bounded by DB_TIMEOUT, so this is only a safety net).
 WAIT_FACTOR = 3
 
-INSERT_GROUP = """
-    INSERT INTO tasks (expression, variables)
-    SELECT item.expression, item.variables::jsonb
-    FROM unnest(%(expressions)s::text[], %(variables)s::text[]) WITH ORDINALITY AS item(expression, variables, position)
-    ORDER BY item.position
-    RETURNING id
-"""
-
 
 @dataclass(eq=False)
 class Member:
@@ -209,5 +201,5 @@ def _send_plain(conn: psycopg.Connection, members: list[Member]) -> psycopg.Curs
         return conn.execute(admission.INSERT_TASK, {"expression": expression, "variables": variables},
                             prepare=True)
     items = [item for member in members for item in member.items]
-    return conn.execute(INSERT_GROUP, {"expressions": [e for e, _ in items],
+    return conn.execute(admission.INSERT_TASKS, {"expressions": [e for e, _ in items],
                                        "variables": [v for _, v in items]})
