@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test run reset migrate docs bench bench-held bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
+.PHONY: help venv test run reset migrate docs bench bench-held bench-http bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
 
 help:
 	@echo "make run      PostgreSQL (data kept in .run/pgdata), migrations, API on :\$${PORT:-5000}, Calculators"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-held   the queue beside a held snapshot and a pg_dump loop, and the raw SQL loop beside it"
 	@echo "make bench-growth / bench-steady  costs with 0/1M/5M finished rows; table size under load with a short retention"
 	@echo "make bench-servers  the API under gunicorn gthread, gunicorn gevent and granian, with wrk"
+	@echo "make bench-http     the front door's targets: POST and GET vs pgbench, submit->result vs SQL (needs wrk)"
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
 	@echo "make docs     README.md, docs/ and BENCHMARKS.md as a static site in site/ (MkDocs, in .venv-docs)"
 
@@ -73,6 +74,11 @@ bench: venv
 bench-held: venv
 	@$(PY) -m tools.pgbinaries ensure
 	$(PY) -m bench.held
+
+# Needs wrk (apt-get install -y wrk) and PostgreSQL's pgbench (postgresql-contrib).
+bench-http: venv
+	@$(PY) -m tools.pgbinaries ensure
+	$(PY) -m bench.http_targets
 
 bench-growth: venv
 	$(PY) -m bench.growth

@@ -222,6 +222,16 @@ class ApiSettings:
     limits: ExpressionLimits = ExpressionLimits()
     auth: str = "off"                     # "required": every /api/* request needs a key
     key_limits: KeyLimits = KeyLimits(0, 0.0, 0.0)
+    # DATABASE_URL leads to a pooler in transaction mode (PgBouncer): every
+    # round trip ends its transaction at one Sync (PgBouncer 1.18 mixed up
+    # the results of pipelines with several), and prepared statements are
+    # off unless PREPARED_STATEMENTS=on (PgBouncer >= 1.21 with
+    # max_prepared_statements). docs/operations.md, "Many API processes behind PgBouncer".
+    pooler: str = "none"
+    # Concurrent submissions of one process share a transaction (api/group_commit.py);
+    # "off" only to compare (make bench-http).
+    group_commit: bool = True
+    prepared_statements: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ApiSettings":
@@ -240,6 +250,10 @@ class ApiSettings:
             pool_max_size=_number(environ, "POOL_MAX_SIZE", cls.pool_max_size, minimum=1),
             db_timeout=_number(environ, "DB_TIMEOUT", cls.db_timeout, float, minimum=0.1),
             limits=ExpressionLimits.from_env(environ),
+            group_commit=_choice(environ, "GROUP_COMMIT", "on", ("on", "off")) == "on",
+            pooler=(pooler := _choice(environ, "DATABASE_POOLER", cls.pooler, ("none", "transaction"))),
+            prepared_statements=_choice(environ, "PREPARED_STATEMENTS", "on" if pooler == "none" else "off",
+                                        ("on", "off")) == "on",
         )
 
 
@@ -250,3 +264,10 @@ def _milliseconds(seconds: float) -> str:
 def database_url(environ: Mapping[str, str] = os.environ) -> str:
     """DATABASE_URL, or "" so that libpq reads the PG* variables."""
     return environ.get("DATABASE_URL", "")
+
+
+def listen_database_url(environ: Mapping[str, str] = os.environ) -> str:
+    """LISTEN_DATABASE_URL: where the API's LISTEN connection (?wait=, the
+    keys' cache) goes; a direct connection to PostgreSQL when DATABASE_URL
+    goes through a pooler in transaction mode. Unset: DATABASE_URL."""
+    return environ.get("LISTEN_DATABASE_URL") or database_url(environ)

@@ -161,3 +161,43 @@ def test_a_result_computed_during_an_outage_is_stored_afterwards(cluster, conn, 
     assert attempts == 1, "stored from memory after reconnecting, not computed again"
     log = calc.log()
     assert log.count("database connection lost") == 1, "the outage is logged once"
+
+
+def test_the_database_going_down_mid_group_answers_503_to_every_member(cluster, conn):
+    """A group of submissions queued behind one whose INSERT is waiting
+    (tasks locked); PostgreSQL stops: every one of them is a 503."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from api import create_app
+    from core.settings import ApiSettings
+    app = create_app({"DATABASE_URL": cluster.url, "SETTINGS": ApiSettings()})
+    group = app.extensions["group_commit"]
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    bodies = ['{"expression": "1"}'] + [f'{{"expression": "2+{k}"}}' for k in range(8)]
+    blocker = psycopg.connect(cluster.url)
+    try:
+        blocker.execute("LOCK TABLE tasks IN SHARE MODE")
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            calls = [pool.submit(request, base, "POST", "/api/expression", bodies[0],
+                                 {"Content-Type": "application/json"})]
+            wait_for(lambda: group._busy, message="the first submission to be in flight")
+            calls += [pool.submit(request, base, "POST", "/api/expression", body,
+                                  {"Content-Type": "application/json"}) for body in bodies[1:]]
+            wait_for(lambda: len(group._queue) == len(bodies) - 1, message="the group to queue")
+            cluster.stop_server()
+            answers = [call.result() for call in calls]
+        assert [(status, answer) for status, _, answer in answers] == \
+            [(503, {"msg": "database unavailable"})] * len(bodies)
+        assert not group._busy and not group._queue
+    finally:
+        server.shutdown()
+        thread.join()
+        app.extensions["result_waiter"].close()
+        app.extensions["pool"].close()
+        blocker.close()
+        if not (Path(cluster.data_dir) / "postmaster.pid").exists():
+            cluster.start_server()
+    assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
