@@ -60,7 +60,7 @@ def open_crowd(base: str, path: str, count: int) -> list[socket.socket]:
     crowd = []
     for _ in range(count):
         s = socket.create_connection((host, int(port)), timeout=10)
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         crowd.append(s)
     return crowd
 
@@ -170,7 +170,7 @@ def _closed_by_server(s: socket.socket) -> bool:
 def test_what_gunicorn_refuses_itself_is_answered_in_json(server, request_line, status):
     host, port = server.base.rsplit("/", 1)[1].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(request_line + b"\r\nHost: test\r\n\r\n")
+        s.sendall(request_line + b"\r\nHost: 127.0.0.1\r\n\r\n")
         answer = read_all([s], timeout=10)[0]
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(f"HTTP/1.1 {status}".encode()), head
