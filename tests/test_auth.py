@@ -619,3 +619,35 @@ def test_a_submission_that_waited_for_the_bucket_never_moves_its_clock_back(data
         holder.commit()
         thread.join(10)
     assert db.execute("SELECT refilled_at FROM submission_buckets WHERE owner = 1").fetchone()[0] >= refilled
+
+
+def test_the_pending_limit_s_turn_is_taken_step_by_step(database_url, db, keys):
+    """The pending-limit race without a bucket, step by step: one session has
+    admitted alice's last 2 places and inserted them, not yet committed;
+    another submits 2 more meanwhile. It must wait for the first (the key's
+    advisory lock: it is seen waiting in pg_stat_activity) and then be
+    refused; without the lock it would count the pending rows without the
+    first one's, and both would pass."""
+    from core.database import load_query
+    params = {"owner": 1, "items": 2, "max_pending": 2, "request_rate": 0, "request_burst": 0,
+              "item_rate": 0, "item_burst": 0, "expressions": ["1", "2"], "variables": ["{}", "{}"]}
+    answers, waiter_pid = [], []
+    with psycopg.connect(database_url) as first:  # one transaction, held open
+        assert len([row for row in first.execute(load_query("insert_tasks_admitted"), params)
+                    if row[0] is not None]) == 2
+
+        def second_submission():
+            with psycopg.connect(database_url, autocommit=True) as second:
+                waiter_pid.append(second.info.backend_pid)
+                answers.extend(second.execute(load_query("insert_tasks_admitted"), params).fetchall())
+
+        thread = threading.Thread(target=second_submission)
+        thread.start()
+        waited = wait_for(lambda: answers or (waiter_pid and db.execute(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+            (waiter_pid[0],)).fetchone() == (True,)), message="the second submission to wait or finish")
+        assert waited is True and not answers, f"the second submission did not wait for the first: {answers}"
+        first.commit()
+        thread.join(10)
+    assert answers == [(None, "pending", 2.0)]
+    assert db.execute("SELECT count(*) FROM tasks WHERE owner = 1").fetchone() == (2,)
