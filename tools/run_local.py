@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -25,6 +24,7 @@ import psycopg
 from core.migrations import apply_migrations
 from core.settings import ApiSettings, CalculatorSettings, SettingsError
 from tools.pgcluster import LocalPostgres, PostgresError
+from tools.pgreach import remove_data
 from tools.supervisor import MAX_EXITS, WINDOW, CrashLoop, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,7 +215,7 @@ def reset(directory: Path) -> int:
                 LocalPostgres(data_dir=data).stop_leftover()
             except PostgresError as error:  # e.g. no binaries for it: it cannot be running either
                 print(f"make reset: {error}", file=sys.stderr)
-        shutil.rmtree(data)
+        remove_data(data)
         print(f"make reset: removed {data}; the next `make run` starts with an empty database")
         return 0
 
