@@ -47,14 +47,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # every answer to be JSON, so such a path is simply not found.
     app.url_map.merge_slashes = False
 
-    from api import (auth, cancel, dashboard, db, errors, expressions, health, listing, metrics, openapi,
-                     same_origin, stats)
+    from api import (allowed_hosts, auth, cancel, dashboard, db, errors, expressions, health, listing,
+                     metrics, openapi, same_origin, security_headers, stats)
     from api.group_commit import GroupCommit
     from api.result_waiter import ResultWaiter
     db.init_app(app)
     errors.init_app(app)
     metrics.init_app(app)
     same_origin.init_app(app)
+    allowed_hosts.init_app(app)
+    security_headers.init_app(app)
     app.extensions["result_waiter"] = ResultWaiter(app.config["LISTEN_DATABASE_URL"])
     app.extensions["group_commit"] = GroupCommit(app.config["SETTINGS"].db_timeout,
                                                    app.config["SETTINGS"].group_commit)

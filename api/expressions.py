@@ -263,7 +263,10 @@ def missing(task_id: int) -> BadRequest:
 
 
 def expired_message(task_id: int, kept_for) -> str:
-    kept = f"results are kept for {human_duration(kept_for)}" if kept_for else "its result was deleted"
+    # kept_for: the retention every deletion so far was made under (sql/012),
+    # NULL when they differed: then no figure, rather than a wrong one.
+    kept = (f"results are kept for {human_duration(kept_for)}" if kept_for
+            else "its result was deleted by the retention of finished results")
     return f"expression {task_id} expired: {kept}"
 
 

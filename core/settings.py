@@ -232,6 +232,11 @@ class ApiSettings:
     # "off" only to compare (make bench-http).
     group_commit: bool = True
     prepared_statements: bool = True
+    # Host names this API answers to (the Host header; "*": any). Any other
+    # name is refused with 400 on every route: a DNS-rebinding page that
+    # points its own name at this server cannot use it. Default: the names
+    # `make run` serves on.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ApiSettings":
@@ -242,6 +247,7 @@ class ApiSettings:
         max_batch = _number(environ, "MAX_BATCH", cls.max_batch, minimum=1)
         return cls(
             auth=auth,
+            allowed_hosts=_host_names(environ, "ALLOWED_HOSTS", cls.allowed_hosts),
             key_limits=KeyLimits.from_env(environ, auth, max_batch),
             max_wait=_number(environ, "RESULT_MAX_WAIT", cls.max_wait, float, minimum=0),
             max_batch=_number(environ, "MAX_BATCH", cls.max_batch, minimum=1),
@@ -255,6 +261,20 @@ class ApiSettings:
             prepared_statements=_choice(environ, "PREPARED_STATEMENTS", "on" if pooler == "none" else "off",
                                         ("on", "off")) == "on",
         )
+
+
+def _host_names(environ: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated host names (IPv6 addresses with or without brackets), or "*"."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    names = tuple(part.strip().lower().removeprefix("[").removesuffix("]")
+                  for part in raw.split(",") if part.strip())
+    for host in names:
+        if host != "*" and ("/" in host or " " in host or (":" in host and host.count(":") < 2)):
+            raise SettingsError(f"{name} is a comma-separated list of host names without ports "
+                                f"(or *), got {raw!r}")
+    return names
 
 
 def _milliseconds(seconds: float) -> str:
