@@ -258,7 +258,7 @@ class Calculator:
                 self._held_back_logged |= new
         if stale:
             log.warning("discarded stale results ids=%s: another Calculator holds or finished "
-                        "these tasks", format_ids(stale))
+                        "these tasks, or they were cancelled or deleted", format_ids(stale))
 
     def _wait_and_collect(self) -> None:
         readers = [self._wake_read, *self.pool.connections()]

@@ -31,7 +31,8 @@ What can become claimable behind the frontier, and how it is found:
   or whose place the low-water mark passed while its transaction was still
   open: found by a walk from the index's very head, every
   INDEX_WALK_SECONDS (beside a held snapshot, the one walk that visits the
-  entries of every task finished since it began).
+  entries of every task finished since it began), after which the low-water
+  mark is set to the oldest pending task (reset_queue_head(), sql/011).
 
 Nothing else changes: the claim is the same statement, SKIP LOCKED and the
 lease are the same, only where its walk starts moves. A task whose lease
@@ -54,12 +55,19 @@ INDEX_WALK_SECONDS = 60.0
 class ClaimFrontier:
     def __init__(self) -> None:
         self.after: tuple[int, int] | None = None  # None: walk from the queue's head next
+        # Moved back by a notification since the last claim: the next claim
+        # walks from there, whatever walk is due (the queue's head may have
+        # passed a task whose transaction committed late: the low-water
+        # mark is set back only by the walk from the index's head).
+        self.lowered = False
         self.next_head_walk = 0.0
         self.next_index_walk = INDEX_WALK_SECONDS
 
     def start(self, now: float) -> tuple[int, int] | None:
         """Where the next claim starts: (place, id) to walk past, QUEUE_HEAD
         or HEAD."""
+        if self.lowered and self.after is not None:
+            return self.after
         if now >= self.next_index_walk:
             return HEAD
         if self.after is None or now >= self.next_head_walk:
@@ -71,6 +79,7 @@ class ClaimFrontier:
         """A claim that started at start took tasks at places (place, id),
         in seconds."""
         last = max(places, default=None)
+        self.lowered = False
         if start == HEAD:
             self.next_index_walk = now + max(INDEX_WALK_SECONDS, seconds * HEAD_WALK_SHARE)
         if start in (HEAD, QUEUE_HEAD):
@@ -87,7 +96,8 @@ class ClaimFrontier:
         if place is None:
             self.after = None
         else:
-            self.after = min(self.after, (place[0], place[1] - 1))
+            self.after = min(self.after, (place[0], max(place[1] - 1, HEAD[1])))
+            self.lowered = True
 
     def heard(self, payload: str) -> None:
         """A tasks_inserted notification: 'place' for new tasks placed there
@@ -100,6 +110,8 @@ class ClaimFrontier:
             parts = [int(part) for part in payload.split(",")]
         except ValueError:
             parts = []
+        if any(not HEAD[0] <= part <= -HEAD[0] - 1 for part in parts):
+            parts = []  # past a bigint: nothing the service sends
         if len(parts) == 1:
             self.lower((parts[0], HEAD[1] + 1))
         elif len(parts) == 2:

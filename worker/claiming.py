@@ -20,10 +20,10 @@ import psycopg
 
 from core.logs import format_ids
 from core.settings import CalculatorSettings
-from worker.claim_frontier import ClaimFrontier
+from worker.claim_frontier import HEAD, ClaimFrontier
 from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
-from worker.task_queue import Outcome, Task, claim_tasks
+from worker.task_queue import Outcome, Task, claim_tasks, reset_queue_head
 
 log = logging.getLogger("calculator")
 
@@ -95,6 +95,8 @@ class Claims:
         took = time.monotonic() - began
         self.frontier.claimed(start, ((t.fair_round, t.id) for t in tasks), now, took)
         METRICS.claim_took(took)
+        if start == HEAD:  # the walk that sees every pending task: the low-water mark put right
+            reset_queue_head(conn)
         self.next_poll = now + self.settings.queue_wait_time
         self.work_expected = len(tasks) + len(given_up) >= room
         METRICS.count("tasks_given_up", len(given_up))

@@ -70,6 +70,12 @@ def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
     return claimed, given_up
 
 
+def reset_queue_head(conn: psycopg.Connection) -> None:
+    """Set the queue's low-water mark to its oldest pending task, found from
+    the index's very head (sql/011: reset_queue_head())."""
+    conn.execute("SELECT reset_queue_head()", prepare=True)
+
+
 def _read_row(task_id, expression, length, variables_text, token, owner, fair_round, limits) -> Task:
     variables, problem = decode_variables(variables_text)
     if problem is None:

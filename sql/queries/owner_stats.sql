@@ -2,17 +2,12 @@
 -- queue_stats.sql, of its own tasks only: its queue through the index of
 -- pending tasks by owner, its outcomes from the per-owner counters
 -- (sql/010). The live Calculators are everyone's: they serve every key.
--- The key's pending tasks are walked from the queue's head (queue_head(),
--- sql/011), not from the key's first task ever: beside a held snapshot the
--- index keeps an entry for every task of the key finished since.
+-- The key's pending tasks are walked from the queue's head by
+-- pending_figures() (sql/011), not from the key's first task ever: beside a
+-- held snapshot the index keeps an entry for every task of the key finished
+-- since.
 WITH queue AS (
-    SELECT
-        count(*) FILTER (WHERE lease_token IS NULL)                              AS queued,
-        count(*) FILTER (WHERE lease_token IS NOT NULL AND process_at > now())   AS leased,
-        count(*) FILTER (WHERE lease_token IS NOT NULL AND process_at <= now())  AS expired_leases,
-        extract(epoch FROM now() - min(created_at))                              AS oldest_pending_seconds
-    FROM tasks
-    WHERE owner = %(owner)s AND status = 'pending' AND fair_round >= (SELECT queue_head())
+    SELECT * FROM pending_figures(%(owner)s)
 ),
 outcomes AS (
     SELECT

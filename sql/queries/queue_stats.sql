@@ -1,22 +1,15 @@
 -- GET /api/stats: the queue, the outcomes and the live Calculators, in one
 -- round trip, at a cost that does not grow with the history kept:
---   * the queue from the index of pending rows in fair order, walked from the
---     queue's head (queue_head(), sql/011): beside a held snapshot that index
---     keeps an entry for every task finished since, and the walk from its
---     head visited them all; what finished before the oldest pending task
---     is not visited now;
+--   * the queue by pending_figures() (sql/011): the index of pending rows in
+--     fair order walked from the queue's head: beside a held snapshot that
+--     index keeps an entry for every task finished since, and a walk from
+--     its head visited them all; what finished before the oldest pending
+--     task is not visited;
 --   * finished tasks kept, by status, and the results of the last minute from
 --     the task_counts counters the triggers keep as outcomes are stored
 --     (sql/007_retention_counts_cancel.sql): a few hundred rows at most.
 WITH queue AS (
-    SELECT
-        count(*) FILTER (WHERE lease_token IS NULL)                              AS queued,
-        count(*) FILTER (WHERE lease_token IS NOT NULL AND process_at > now())   AS leased,
-        count(*) FILTER (WHERE lease_token IS NOT NULL AND process_at <= now())  AS expired_leases,
-        extract(epoch FROM now() - min(created_at))                              AS oldest_pending_seconds
-    FROM tasks
-    WHERE finished_at IS NULL
-      AND (coalesce(fair_round, id), id) >= ((SELECT queue_head()), -9223372036854775808)
+    SELECT * FROM pending_figures(NULL)
 ),
 outcomes AS (
     SELECT
