@@ -136,7 +136,9 @@ def test_the_frontier_starts_past_the_last_claim_and_moves_back_for_what_is_plac
     frontier.heard("nonsense")  # anyone may NOTIFY: walk from the queue's head
     assert frontier.start(0.7) is QUEUE_HEAD
     # From the queue's head at most every second, and at most 1/20 of the time.
-    frontier.claimed(QUEUE_HEAD, [(20, 20)], now=1.0, seconds=0.2)
+    frontier.claimed(QUEUE_HEAD, [(20, 20)], now=1.0, seconds=0.06)
+    assert frontier.start(2.1) == (20, 20) and frontier.start(2.2) is QUEUE_HEAD
+    frontier.claimed(QUEUE_HEAD, [(20, 20)], now=3.0, seconds=0.5)  # but at least every 2 s
     assert frontier.start(4.9) == (20, 20) and frontier.start(5.0) is QUEUE_HEAD
     # ... but a notification's place first: the queue's head may have passed
     # a task whose transaction committed late.

@@ -25,8 +25,8 @@ What can become claimable behind the frontier, and how it is found:
   oldest pending task, from the low-water mark queue_head() keeps in
   sql/011, so not from the index's head: what finished before the oldest
   pending task is not visited), at most every HEAD_WALK_SECONDS and never
-  taking more than 1/HEAD_WALK_SHARE of the time (a walk that took 30 ms
-  waits 600 ms before the next);
+  taking more than 1/HEAD_WALK_SHARE of the time (a walk that took 60 ms
+  waits 1.2 s before the next), but at least every HEAD_WALK_MAX_SECONDS;
 - a row psql inserted with a fair_round of its own before the queue's head,
   or whose place the low-water mark passed while its transaction was still
   open: found by a walk from the index's very head, every
@@ -48,7 +48,9 @@ from typing import Iterable
 HEAD = (-(2**63), -(2**63))
 QUEUE_HEAD = None
 HEAD_WALK_SECONDS = 1.0
-HEAD_WALK_SHARE = 20  # walks from the queue's head take at most 1/20 of the time
+HEAD_WALK_SHARE = 20  # walks from the queue's head take at most 1/20 of the time ...
+HEAD_WALK_MAX_SECONDS = 2.0  # ... but come at least this often (a claim's time on a
+# loaded machine is mostly waiting for a CPU, and an expired lease waits for the walk)
 INDEX_WALK_SECONDS = 60.0
 
 
@@ -83,7 +85,8 @@ class ClaimFrontier:
         if start == HEAD:
             self.next_index_walk = now + max(INDEX_WALK_SECONDS, seconds * HEAD_WALK_SHARE)
         if start in (HEAD, QUEUE_HEAD):
-            self.next_head_walk = now + max(HEAD_WALK_SECONDS, seconds * HEAD_WALK_SHARE)
+            self.next_head_walk = now + min(max(HEAD_WALK_SECONDS, seconds * HEAD_WALK_SHARE),
+                                            HEAD_WALK_MAX_SECONDS)
             self.after = last if last is not None else self.after
         elif last is not None:
             self.after = max(self.after, last) if self.after is not None else last
