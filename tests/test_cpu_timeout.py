@@ -51,18 +51,21 @@ def _cpu_of(expression: str) -> float:
 
 def calibrated(seconds: float) -> tuple[str, float, float]:
     """An expression needing about `seconds` of CPU time here: (expression,
-    its result, its CPU need measured twice, the larger). fac(n) / fac(n-1)
-    is n, at a cost that grows like n**1.8 or so."""
-    n = 50_000
+    its result, its CPU need: the most of three measurements). fac(n) /
+    fac(n-1) is n, at a cost that grows like n**1.8 or so. The same work
+    takes more CPU time while other processes share the caches and memory
+    bandwidth (up to a third more, measured on a loaded 2-core machine):
+    hence three measurements, and bounds that allow for it."""
+    n = 20_000
     for _ in range(8):
         took = _cpu_of(f"fac({n}) / fac({n - 1})")
-        if abs(took - seconds) < 0.08 * seconds:
+        if abs(took - seconds) < 0.1 * seconds:
             break
         n = max(1000, int(n * (seconds / max(took, 0.001)) ** (1 / 1.8)))
     expression = f"fac({n}) / fac({n - 1})"
-    need = max(_cpu_of(expression), _cpu_of(expression))
-    assert 0.8 * seconds <= need <= 1.25 * seconds, f"calibration: {expression} needs {need:.2f} s"
-    return expression, float(n), need
+    samples = sorted([took, _cpu_of(expression), _cpu_of(expression)])
+    assert 0.7 * seconds <= samples[1] <= 1.4 * seconds, f"calibration: {expression} needs {samples} s"
+    return expression, float(n), samples[-1]
 
 
 @contextlib.contextmanager
@@ -158,13 +161,13 @@ def test_a_runaway_is_ended_after_its_cpu_timeout_however_little_cpu_it_gets(mak
 
 
 def test_an_honest_task_slowed_by_its_neighbours_past_the_timeout_is_answered(make_pool):
-    """Needing 0.6 s of CPU at a 1 s timeout, with a third of a CPU: some
-    1.8 s of wall-clock time, past the timeout, and answered all the same."""
+    """Needing about 0.6 s of CPU at a 1 s timeout, with a quarter of a CPU:
+    some 2.4 s of wall-clock time, past the timeout, and answered all the same."""
     expression, result, need = calibrated(0.6)
     pool = make_pool(timeout=1, wall=30)
     driver = Driver(pool)
     pid, started_at = driver.start(expression, 2)
-    with sharing_one_cpu(pid, competitors=2):
+    with sharing_one_cpu(pid, competitors=3):
         outcome, ended_at = driver.outcome(timeout=30)
     assert (outcome.result, outcome.error) == (repr(result), None), f"needs {need:.2f} s of CPU"
     assert ended_at - started_at > 1.2, "the wall clock alone would have timed it out"
