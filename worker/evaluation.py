@@ -1,26 +1,26 @@
 """The evaluation child process: calculates chunks of tasks sent by its Calculator.
 
-A child lives across many tasks. Before each task it arms a CPU-time timer
-(ITIMER_PROF) with CALCULATION_TIMEOUT, and writes the task's index and start
-time into shared memory, so that the parent can tell, without any message,
-which task a child is busy with and for how long.
+A child lives across many tasks. Before each task it arms a timer on its
+own CPU time (cpu_timer.py) with CALCULATION_TIMEOUT, and writes the task's
+index and start time into shared memory, so that the parent can tell,
+without any message, which task a child is busy with and for how long.
 
 CALCULATION_TIMEOUT counts the CPU time of this process: when a task has used
 it up, the kernel delivers SIGPROF, whose default action ends the process at
 once (a computation stuck in C included: no Python handler has to run). The
 parent sees the death by SIGPROF and knows from shared memory which task was
 the runaway (evaluators.py). The kernel checks the timer at every scheduler
-tick, so the kill comes within a few milliseconds of CPU time after the
+tick, so the end comes within a few milliseconds of CPU time after the
 timeout, whatever else the machine runs; a process that waits for the CPU
-uses none of its budget. (RLIMIT_CPU counts whole seconds and the process's
+uses none of its budget. (RLIMIT_CPU counts whole seconds, over the process's
 whole life; reading /proc/PID/stat or the process's CPU clock from the parent
-means polling, in 10 ms ticks for /proc.) The timer is armed again before a
-task only when at least REARM_SECONDS of wall-clock time passed since it last
-was (a system call, ~1 us, is a good part of a cached quick task's cost):
-CPU time never runs faster than the wall clock, so every task starts with
-between CALCULATION_TIMEOUT - REARM_SECONDS and CALCULATION_TIMEOUT of CPU
-time left. The parent keeps the wall-clock ceiling (CALCULATION_WALL_TIMEOUT),
-for a process that does not get to use the CPU at all.
+means polling each busy child, in 10 ms ticks for /proc.) The timer is armed
+again before a task only when at least REARM_SECONDS of wall-clock time
+passed since it last was (a system call, ~1 us, is a good part of a cached
+quick task's cost): CPU time never runs faster than the wall clock, so every
+task starts with between CALCULATION_TIMEOUT - REARM_SECONDS and
+CALCULATION_TIMEOUT of CPU time left. The parent keeps the wall-clock ceiling
+(CALCULATION_WALL_TIMEOUT), for a process that does not get to use the CPU.
 
 Results go back in batches (every few milliseconds and at the end of a
 chunk), which keeps the cost per task of the pipe small.
@@ -42,6 +42,7 @@ from typing import Any
 from core.expression import (CalculationError, CompiledExpression, ExpressionError,
                              check_variables, compile_expression, number_to_json)
 from core.settings import ExpressionLimits
+from worker.cpu_timer import CpuTimer
 
 # Slots of the shared progress array (doubles).
 STARTED = 0     # index in the chunk of the task being calculated; -1 when idle
@@ -128,9 +129,9 @@ def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit
     """Main loop of an evaluation process: chunks in, results out, until None."""
     signal.set_wakeup_fd(-1)  # inherited from the Calculator with fork
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the CPU timeout: end the process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
     _die_with_parent()
+    timer = CpuTimer()  # the CPU timeout: SIGPROF, which ends the process
     if memory_limit_mb > 0:
         cap = memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -144,7 +145,7 @@ def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit
             os._exit(CANNOT_RECEIVE)
         if tasks is None:
             return
-        _calculate_chunk(conn, progress, tasks, limits, cpu_timeout)
+        _calculate_chunk(conn, progress, tasks, limits, timer, cpu_timeout)
 
 
 def _die_with_parent() -> None:
@@ -162,7 +163,8 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
-def _calculate_chunk(conn: Connection, progress, tasks, limits, cpu_timeout: float) -> None:
+def _calculate_chunk(conn: Connection, progress, tasks, limits, timer: CpuTimer,
+                     cpu_timeout: float) -> None:
     results = []
     last_flush = time.monotonic()
     armed_at = -math.inf
@@ -179,7 +181,7 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits, cpu_timeout: flo
         # timer was armed), the progress second: if the timer fires, the index
         # in shared memory is the task that used the budget up.
         if started - armed_at >= REARM_SECONDS:
-            signal.setitimer(signal.ITIMER_PROF, cpu_timeout)
+            timer.arm(cpu_timeout)
             armed_at = started
         # Start time first, index second; the parent reads them in the
         # opposite order, so when it sees this index it sees this start time.
@@ -188,6 +190,6 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits, cpu_timeout: flo
         result, error = calculate(expression, variables, limits)
         # The seconds it took go back too: the Calculator's evaluation histogram.
         results.append((task_id, result, error, time.monotonic() - started))
-    signal.setitimer(signal.ITIMER_PROF, 0)  # idle: receiving the next chunk is no task's
+    timer.arm(0)  # idle: receiving the next chunk is no task's
     progress[STARTED] = -1
     conn.send(("done", results))
