@@ -6,7 +6,10 @@
    gets 1/1 to 1/4 of that CPU), CALCULATION_TIMEOUT=1: the CPU time and the
    wall-clock time after which a runaway is ended, and the wall-clock time
    of an honest task calibrated to need about 0.5 s of CPU time.
-2. What the timer costs a stream of quick cached tasks: the child's loop
+2. The two timers of worker/cpu_timer.py under the same contention (a
+   third of a CPU): the POSIX CPU-clock timer as shipped, and the
+   ITIMER_PROF fallback; the CPU time after which each ended a runaway.
+3. What the timer costs a stream of quick cached tasks: the child's loop
    over 64-task chunks with the timer armed again at most every
    REARM_SECONDS (as shipped), before every task, and only once per chunk
    (about what no timer costs), runs interleaved.
@@ -17,10 +20,10 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from multiprocessing import Pipe, RawArray
+from multiprocessing import Pipe, RawArray, get_context
 
 from core.settings import CalculatorSettings, ExpressionLimits
-from tests.cpu_share import Driver, calibrated, sharing_one_cpu
+from tests.cpu_share import Driver, calibrated, reaped_cpu_seconds, sharing_one_cpu
 from worker import evaluation
 from worker.evaluation import CUTOFF, PROGRESS_SLOTS
 from worker.cpu_timer import CpuTimer
@@ -53,6 +56,31 @@ def contention() -> None:
             assert runaway.error == "calculation timed out after 1 s of CPU time", runaway
         finally:
             pool.stop()
+
+
+def _burn(precise: bool) -> None:
+    timer = CpuTimer()
+    if not precise:
+        timer._timer = None  # the fallback
+    timer.arm(1.0)
+    while True:
+        pass
+
+
+def timer_kinds(rounds: int = 3) -> None:
+    print("\n| timer, a third of a CPU, 1 s | runaway ended after: CPU s (each round) |")
+    print("|---|---|")
+    for precise in (True, False):
+        used = []
+        for _ in range(rounds):
+            before = reaped_cpu_seconds()
+            child = get_context("fork").Process(target=_burn, args=(precise,))
+            child.start()
+            with sharing_one_cpu(child.pid, 2):
+                child.join(60)
+                used.append(reaped_cpu_seconds() - before)
+        name = "POSIX timer on CLOCK_PROCESS_CPUTIME_ID" if precise else "setitimer(ITIMER_PROF)"
+        print(f"| {name} | {', '.join(f'{u:.3f}' for u in used)} |", flush=True)
 
 
 def _loop_seconds(rearm: float, chunks: int) -> float:
@@ -106,4 +134,5 @@ def timer_cost(rounds: int = 5, chunks: int = 300) -> None:
 
 if __name__ == "__main__":
     contention()
+    timer_kinds()
     timer_cost()

@@ -10,7 +10,7 @@ to 1.007 s of CPU time. signal.setitimer(ITIMER_PROF), the fallback where
 timer_create cannot be had, compares with the user and system time sampled
 at each scheduler tick instead (with the kernel's default tick-based
 accounting), which under contention lags or leads the time really used: the
-same runaway was ended after 0.72 to 0.98 s.
+same runaway was ended after 0.72 to 1.00 s, varying with the load.
 """
 
 from __future__ import annotations
