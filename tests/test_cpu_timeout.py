@@ -198,3 +198,21 @@ def test_the_cpu_timer_ends_its_process_after_that_much_cpu_time(precise):
     assert child.exitcode == -signal.SIGPROF
     low, high = (0.3, 0.3 + 0.03) if precise else (0.3 * 0.6, 0.3 * 1.4)
     assert low <= used <= high, f"ended after {used:.3f} s of CPU time"
+
+
+def test_sigterm_ends_a_task_still_running_at_its_deadline_and_hands_it_back(db, calculators):
+    """A task that has not used its CPU time CALCULATION_TIMEOUT + 3 s after
+    SIGTERM (here its process is stopped; on an overloaded machine it may be
+    starved) is ended and handed back, claimable at once, its attempt not
+    counted: the Calculator exits without leaving it leased."""
+    calc = calculators(calculation_timeout=2, num_processes=1, lease_seconds=60)
+    task_id = db.execute("INSERT INTO tasks (expression) VALUES (%s) RETURNING id", (RUNAWAY,)).fetchone()[0]
+    child = wait_for(calc.busy_evaluator_pids, message="the runaway to be calculated")[0]
+    os.kill(child, signal.SIGSTOP)
+    started = time.monotonic()
+    assert calc.stop(signal.SIGTERM, timeout=30) == 0
+    assert time.monotonic() - started < 2 + 3 + 2 + 5, "exits after the deadline and the hand-back"
+    assert db.execute("SELECT status, attempts, process_at <= now() FROM tasks WHERE id = %s",
+                      (task_id,)).fetchone() == ("pending", 0, True)
+    assert f"ended the evaluation of ids={task_id}," in calc.log()
+    assert not _alive(child)

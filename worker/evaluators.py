@@ -383,6 +383,17 @@ class EvaluatorPool:
                 index = evaluator.chunk.index(running[0]) if running else -1
                 self.submit(evaluator.take_back_unstarted(index))
 
+    def end_running(self) -> list[int]:
+        """Kill (and replace) every child that is on a task: its tasks go
+        back to the queue, not blamed. The ids of the tasks that were running."""
+        ended = []
+        for evaluator in list(self.evaluators):
+            running = evaluator.running()
+            if running is not None and running[0].id in evaluator.unanswered:
+                ended.append(running[0].id)
+                self._replace(evaluator, None)
+        return ended
+
     def stop(self) -> None:
         self.guard.stop()
         for evaluator in self.evaluators:
