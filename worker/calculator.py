@@ -26,7 +26,8 @@ wait past LOCK_TIMEOUT, a statement past STATEMENT_TIMEOUT, a refused
 privilege, a read-only server after a failover) is logged once and retried
 with backoff, reconnecting where the session is the problem; even a bug in
 the loop is logged with its traceback and survived. While the loop waits on
-a statement, a guard thread keeps CALCULATION_TIMEOUT (timeout_guard.py). An
+a statement, a guard thread keeps the wall-clock ceiling, CALCULATION_WALL_TIMEOUT
+(timeout_guard.py; CALCULATION_TIMEOUT, CPU time, is each child's own). An
 outcome whose row another session holds locked is kept and stored later,
 while the rest of its batch is stored now.
 """
@@ -198,7 +199,7 @@ class Calculator:
 
     @contextlib.contextmanager
     def _guarded(self):
-        """While statements run, the guard thread keeps the timeouts."""
+        """While statements run, the guard thread keeps the wall-clock ceiling."""
         self.pool.guard.arm(True)
         try:
             yield
