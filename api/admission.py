@@ -50,13 +50,10 @@ def _admitted(caller: Caller) -> bool:
     return caller.owner is not None or current_app.config["SETTINGS"].key_limits.any
 
 
-def insert_one(conn: psycopg.Connection, caller: Caller, expression: str, variables: str) -> psycopg.Cursor:
-    """Send the INSERT of one task; returns its cursor (its one row: the id)."""
-    if _admitted(caller):  # the bulk statement, for one: one place for the rule
-        return conn.execute(load_query("insert_tasks_admitted"),
-                            {"expressions": [expression], "variables": [variables]} | _limit_parameters(caller, 1),
-                            prepare=True)
-    return conn.execute(INSERT_TASK, {"expression": expression, "variables": variables}, prepare=True)
+def limit_parameters(caller: Caller, items: int) -> dict | None:
+    """The parameters of the admitted INSERT's limits for this caller, or
+    None when the plain INSERT applies (no owner, no limits)."""
+    return _limit_parameters(caller, items) if _admitted(caller) else None
 
 
 def insert_many(conn: psycopg.Connection, caller: Caller, items: list[tuple[str, str]]) -> psycopg.Cursor:

@@ -193,6 +193,10 @@ def calculator_metrics(rows):
         "calculator_claim_size_tasks",
         "Tasks obtained by each claim that got any (_count: claims, _sum: tasks claimed).",
         labels=labels)
+    claim_time = HistogramMetricFamily(
+        "calculator_claim_duration_seconds",
+        "Time of each claim statement, round trip included (flat beside a held snapshot: docs/design.md).",
+        labels=labels)
     heartbeat = GaugeMetricFamily("calculator_heartbeat_age_seconds",
                                   "Seconds since the Calculator last wrote its heartbeat (and these figures).",
                                   labels=labels)
@@ -202,7 +206,8 @@ def calculator_metrics(rows):
         for key, value in figures.get("counters", {}).items():
             if key in counters:
                 counters[key].add_metric([label], value)
-        for family, key in ((evaluation, "evaluation_seconds"), (claims, "claim_size")):
+        for family, key in ((evaluation, "evaluation_seconds"), (claims, "claim_size"),
+                            (claim_time, "claim_seconds")):
             histogram = figures.get(key)
             if histogram:
                 family.add_metric([label], *_cumulative(histogram))
@@ -210,6 +215,7 @@ def calculator_metrics(rows):
     yield from counters.values()
     yield evaluation
     yield claims
+    yield claim_time
 
 
 def _cumulative(histogram: dict):

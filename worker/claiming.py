@@ -92,8 +92,9 @@ class Claims:
         began = time.monotonic()
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
                                       self.settings.max_attempts, self.settings.limits, after=start)
-        self.frontier.claimed(start, ((t.fair_round, t.id) for t in tasks), now,
-                              time.monotonic() - began)
+        took = time.monotonic() - began
+        self.frontier.claimed(start, ((t.fair_round, t.id) for t in tasks), now, took)
+        METRICS.claim_took(took)
         self.next_poll = now + self.settings.queue_wait_time
         self.work_expected = len(tasks) + len(given_up) >= room
         METRICS.count("tasks_given_up", len(given_up))
