@@ -42,20 +42,24 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from core.migrations import apply_migrations
-from core.settings import WALL_TIMEOUT_FACTOR
 from tests.http_client import post_json, request
 from tests.support import ROOT, CalculatorProcess, wait_for
 from tools.pgcluster import LocalPostgres, free_port
 
-TIMEOUT = 1  # CALCULATION_TIMEOUT of the Calculators in the run
-CALCULATOR_SETTINGS = dict(calculation_timeout=TIMEOUT, lease_seconds=2, queue_wait_time=1,
-                           max_attempts=50, task_num=20, num_processes=2)
-# A runaway's outcome: its CPU timeout, or the wall-clock ceiling (by
-# default WALL_TIMEOUT_FACTOR x TIMEOUT) when the freeze stopped its process
-# mid-calculation for longer than that (a stopped process uses no CPU time).
+TIMEOUT = 1  # CALCULATION_TIMEOUT of the Calculators in the run (CPU time)
+# The wall-clock ceiling: well within the freeze's 10 s wait for a claim, for
+# an evaluation process stopped in mid-task holds its place (and the
+# Calculator's room to claim) until then; beyond what a runaway with a third
+# of a core needs to reach TIMEOUT of CPU time.
+WALL_TIMEOUT = 4 * TIMEOUT
+CALCULATOR_SETTINGS = dict(calculation_timeout=TIMEOUT, calculation_wall_timeout=WALL_TIMEOUT,
+                           lease_seconds=2, queue_wait_time=1, max_attempts=50, task_num=20,
+                           num_processes=2)
+# A runaway's outcome: its CPU timeout, or the wall-clock ceiling when the
+# freeze stopped its process mid-calculation for longer than that (a stopped
+# process uses no CPU time), or the machine starved it.
 RUNAWAY_ERRORS = frozenset({f"calculation timed out after {TIMEOUT} s of CPU time",
-                            f"calculation timed out after {WALL_TIMEOUT_FACTOR * TIMEOUT:g} s "
-                            f"of wall-clock time"})
+                            f"calculation timed out after {WALL_TIMEOUT} s of wall-clock time"})
 # Inserted just before the freeze so that the frozen Calculator holds part of
 # it (its evaluation processes are frozen first, so it cannot finish them):
 # its results come late and are fenced off.

@@ -62,7 +62,7 @@ log = logging.getLogger("calculator")
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0  # reconnect attempts are cheap; catching up quickly is not
 SHUTDOWN_GRACE = 3.0  # seconds beyond CALCULATION_TIMEOUT to hand back what is held
-HAND_BACK_SECONDS = 2.0  # then to hand back the tasks whose evaluation it ended
+HAND_BACK_SECONDS = 1.0  # then to hand back the tasks whose evaluation it ended
 HELD_BACK_RETRY = 0.5  # seconds between tries to store outcomes whose rows are locked
 
 # Errors after which the session itself is suspect: reconnect (maybe to the
