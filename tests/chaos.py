@@ -47,11 +47,12 @@ from tests.support import ROOT, CalculatorProcess, wait_for
 from tools.pgcluster import LocalPostgres, free_port
 
 TIMEOUT = 1  # CALCULATION_TIMEOUT of the Calculators in the run (CPU time)
-# The wall-clock ceiling: well within the freeze's 10 s wait for a claim, for
-# an evaluation process stopped in mid-task holds its place (and the
-# Calculator's room to claim) until then; beyond what a runaway with a third
-# of a core needs to reach TIMEOUT of CPU time.
-WALL_TIMEOUT = 4 * TIMEOUT
+# The wall-clock ceiling, short: an evaluation process that the freeze
+# stopped in mid-task holds its place (and its Calculator's room to claim)
+# until then, while the other Calculators take the burst the frozen one is
+# to claim part of (with 4 x TIMEOUT the freeze missed in 2 of 3 long runs).
+# A runaway with at least half a core still reaches its CPU timeout first.
+WALL_TIMEOUT = 2 * TIMEOUT
 CALCULATOR_SETTINGS = dict(calculation_timeout=TIMEOUT, calculation_wall_timeout=WALL_TIMEOUT,
                            lease_seconds=2, queue_wait_time=1, max_attempts=50, task_num=20,
                            num_processes=2)
