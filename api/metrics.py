@@ -165,9 +165,11 @@ CALCULATOR_COUNTERS = {
     "stale_results_discarded": ("calculator_stale_results_discarded",
                                 "Outcomes refused because another Calculator took the task over (lease fencing)."),
     "evaluation_timeouts": ("calculator_evaluation_timeouts",
-                            "Tasks that ran past CALCULATION_TIMEOUT and got the timeout error."),
+                            "Tasks that used more than CALCULATION_TIMEOUT of CPU time, or ran past "
+                            "CALCULATION_WALL_TIMEOUT, and got the timeout error."),
     "evaluation_processes_killed": ("calculator_evaluation_processes_killed",
-                                    "Evaluation processes SIGKILLed by their Calculator (runaway calculations)."),
+                                    "Evaluation processes ended for a runaway calculation: by their CPU-time "
+                                    "timer, or SIGKILLed by their Calculator at the wall-clock ceiling."),
     "evaluation_processes_died": ("calculator_evaluation_processes_died",
                                   "Evaluation processes that died on their own (crash, signal, out-of-memory kill)."),
     "tasks_given_up": ("calculator_tasks_given_up",

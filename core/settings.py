@@ -78,12 +78,21 @@ class ExpressionLimits:
         )
 
 
+# CALCULATION_WALL_TIMEOUT's default, as a multiple of CALCULATION_TIMEOUT:
+# a task that needs all its CPU time still finishes with a tenth of a core.
+WALL_TIMEOUT_FACTOR = 10.0
+
+
 @dataclass(frozen=True)
 class CalculatorSettings:
     task_num: int = 100                # tasks claimed by one statement
     num_processes: int = 2             # evaluation child processes
     queue_wait_time: float = 5.0       # fallback poll interval, seconds
-    calculation_timeout: float = 10.0  # per expression, seconds
+    calculation_timeout: float = 10.0  # per expression, seconds of the evaluation process's CPU time
+    # The wall-clock ceiling per expression, which ends a process that does
+    # not get to use its CPU time (stopped, starved, throttled); 0 means
+    # WALL_TIMEOUT_FACTOR x calculation_timeout (the property wall_timeout).
+    calculation_wall_timeout: float = 0.0
     lease_seconds: float = 30.0        # a claim is extended while held; another may take it after this
     max_attempts: int = 5              # claims before a task that keeps killing its process gets an error
     memory_limit_mb: int = 512         # address-space cap of each evaluation process
@@ -112,6 +121,8 @@ class CalculatorSettings:
             num_processes=_number(environ, "NUM_PROCESSES", cls.num_processes, minimum=1),
             queue_wait_time=_number(environ, "QUEUE_WAIT_TIME", cls.queue_wait_time, float, minimum=0.01),
             calculation_timeout=_number(environ, "CALCULATION_TIMEOUT", cls.calculation_timeout, float, minimum=0.01),
+            calculation_wall_timeout=_number(environ, "CALCULATION_WALL_TIMEOUT", cls.calculation_wall_timeout,
+                                             float, minimum=0),
             lease_seconds=_number(environ, "LEASE_SECONDS", cls.lease_seconds, float, minimum=0.1),
             max_attempts=_number(environ, "MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             memory_limit_mb=_number(environ, "MEMORY_LIMIT_MB", cls.memory_limit_mb, minimum=0),
@@ -125,7 +136,18 @@ class CalculatorSettings:
             result_retention=_duration(environ, "RESULT_RETENTION", cls.result_retention),
             limits=ExpressionLimits.from_env(environ),
         )
+        if settings.calculation_wall_timeout and \
+                settings.calculation_wall_timeout < settings.calculation_timeout:
+            raise SettingsError(f"CALCULATION_WALL_TIMEOUT must be at least CALCULATION_TIMEOUT "
+                                f"({settings.calculation_timeout:g}), or 0 for "
+                                f"{WALL_TIMEOUT_FACTOR:g} x CALCULATION_TIMEOUT; "
+                                f"got {environ['CALCULATION_WALL_TIMEOUT']!r}")
         return settings
+
+    @property
+    def wall_timeout(self) -> float:
+        """Seconds of wall-clock time one expression may take (CALCULATION_WALL_TIMEOUT)."""
+        return self.calculation_wall_timeout or WALL_TIMEOUT_FACTOR * self.calculation_timeout
 
     def session_settings(self) -> dict[str, str]:
         """PostgreSQL settings of the Calculator's work session."""
@@ -162,7 +184,9 @@ class CalculatorSettings:
                 "keepalives_count": 3, "tcp_user_timeout": 2 * idle * 1000}
 
     def describe(self) -> str:
-        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "limits")
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "limits"}
+        shown["calculation_wall_timeout"] = self.wall_timeout  # the one in force, not 0
+        return " ".join(f"{name}={value}" for name, value in shown.items())
 
 
 @dataclass(frozen=True)

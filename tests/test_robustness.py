@@ -136,11 +136,12 @@ def test_a_row_locked_longer_than_the_lease_holds_up_nothing_else(db, database_u
 def test_timeouts_are_kept_while_a_statement_waits_on_a_table_lock(db, database_url, calculators):
     """A migration's ACCESS EXCLUSIVE lock holds the Calculator's next
     statement (LOCK_TIMEOUT raised so that it waits long): the runaway is
-    still killed at about CALCULATION_TIMEOUT, by the guard thread. The
-    lock is taken while the runaway is young, and the Calculator is seen
-    waiting on it before the runaway dies and still after: only the guard
-    can have killed it (the loop, had it killed the runaway itself before
-    blocking, would prove nothing about the guard)."""
+    still ended at CALCULATION_TIMEOUT while the loop waits, by its own CPU
+    timer (nothing in the Calculator has to run), and the loop stores the
+    timeout when it is back. The lock is taken while the runaway is young,
+    and the Calculator is seen waiting on it before the runaway dies and
+    still after. (The wall-clock ceiling, which the guard thread keeps
+    meanwhile: tests/test_cpu_timeout.py.)"""
     timeout = 4
     calc = calculators(calculation_timeout=timeout, num_processes=1, lock_timeout=60, statement_timeout=120,
                        queue_wait_time=0.2)
@@ -154,12 +155,12 @@ def test_timeouts_are_kept_while_a_statement_waits_on_a_table_lock(db, database_
     with psycopg.connect(database_url) as migration, psycopg.connect(database_url, autocommit=True) as watcher:
         migration.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
         wait_for(lambda: calculator_waits_on_the_lock(watcher), message="the Calculator to wait on the lock")
-        assert _alive(child), "the runaway died before the loop blocked: this run cannot tell the guard's work"
+        assert _alive(child), "the runaway died before the loop blocked: this run cannot tell that the timeout is kept while the loop waits"
         wait_for(lambda: not _alive(child), timeout=timeout + 5,
                  message="the runaway's process to be killed while the loop waits")
         assert calculator_waits_on_the_lock(watcher), "the loop was still held when the runaway was killed"
     assert wait_done(db, [runaway], timeout=30)[runaway] == \
-        ("error", None, f"calculation timed out after {timeout} s")
+        ("error", None, f"calculation timed out after {timeout} s of CPU time")
     assert calc.process.poll() is None and "Traceback" not in calc.log()
 
 

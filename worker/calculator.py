@@ -26,7 +26,8 @@ wait past LOCK_TIMEOUT, a statement past STATEMENT_TIMEOUT, a refused
 privilege, a read-only server after a failover) is logged once and retried
 with backoff, reconnecting where the session is the problem; even a bug in
 the loop is logged with its traceback and survived. While the loop waits on
-a statement, a guard thread keeps CALCULATION_TIMEOUT (timeout_guard.py). An
+a statement, a guard thread keeps the wall-clock ceiling, CALCULATION_WALL_TIMEOUT
+(timeout_guard.py; CALCULATION_TIMEOUT, CPU time, is each child's own). An
 outcome whose row another session holds locked is kept and stored later,
 while the rest of its batch is stored now.
 """
@@ -61,6 +62,7 @@ log = logging.getLogger("calculator")
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0  # reconnect attempts are cheap; catching up quickly is not
 SHUTDOWN_GRACE = 3.0  # seconds beyond CALCULATION_TIMEOUT to hand back what is held
+HAND_BACK_SECONDS = 1.0  # then to hand back the tasks whose evaluation it ended
 HELD_BACK_RETRY = 0.5  # seconds between tries to store outcomes whose rows are locked
 
 # Errors after which the session itself is suspect: reconnect (maybe to the
@@ -102,6 +104,7 @@ class Calculator:
 
         self.stopping = False
         self.stop_deadline = 0.0
+        self.stop_cut_off = False  # the running evaluations were ended at the stop deadline
         self._wake_read, self._wake_write = os.pipe()
 
     # --- life cycle ---------------------------------------------------------
@@ -140,6 +143,18 @@ class Calculator:
         if settled:
             return True
         if time.monotonic() >= self.stop_deadline:
+            if not self.stop_cut_off:
+                # CALCULATION_TIMEOUT is CPU time: on an overloaded machine a
+                # task may still be running. End its process and hand it back
+                # with the rest (its attempt not counted), then exit.
+                self.stop_cut_off = True
+                ended = self.pool.end_running()
+                if ended:
+                    log.warning("stopping: ended the evaluation of ids=%s, still running %gs after "
+                                "the signal; handing them back", format_ids(ended),
+                                self.settings.calculation_timeout + SHUTDOWN_GRACE)
+                    self.stop_deadline = time.monotonic() + HAND_BACK_SECONDS
+                    return False
             left = [t.id for t in self.pool.held_tasks()] + \
                 [o.task.id for o in self.unstored + self.held_back]
             log.warning("stopping with work not handed back ids=%s: their leases will expire",
@@ -184,7 +199,7 @@ class Calculator:
 
     @contextlib.contextmanager
     def _guarded(self):
-        """While statements run, the guard thread keeps the timeouts."""
+        """While statements run, the guard thread keeps the wall-clock ceiling."""
         self.pool.guard.arm(True)
         try:
             yield

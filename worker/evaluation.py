@@ -1,10 +1,26 @@
 """The evaluation child process: calculates chunks of tasks sent by its Calculator.
 
-A child lives across many tasks. Before each task it writes the task's index
-and start time into shared memory, so that the parent can tell, without any
-message, which task a child is busy with and for how long: that is how the
-parent enforces CALCULATION_TIMEOUT (by SIGKILL, which also stops a
-computation stuck in C) and knows exactly which task was the runaway.
+A child lives across many tasks. Before each task it arms a timer on its
+own CPU time (cpu_timer.py) with CALCULATION_TIMEOUT, and writes the task's
+index and start time into shared memory, so that the parent can tell,
+without any message, which task a child is busy with and for how long.
+
+CALCULATION_TIMEOUT counts the CPU time of this process: when a task has used
+it up, the kernel delivers SIGPROF, whose default action ends the process at
+once (a computation stuck in C included: no Python handler has to run). The
+parent sees the death by SIGPROF and knows from shared memory which task was
+the runaway (evaluators.py). The kernel checks the timer at every scheduler
+tick, so the end comes within a few milliseconds of CPU time after the
+timeout, whatever else the machine runs; a process that waits for the CPU
+uses none of its budget. (RLIMIT_CPU counts whole seconds, over the process's
+whole life; reading /proc/PID/stat or the process's CPU clock from the parent
+means polling each busy child, in 10 ms ticks for /proc.) The timer is armed
+again before a task only when at least REARM_SECONDS of wall-clock time
+passed since it last was (a system call, ~1 us, is a good part of a cached
+quick task's cost): CPU time never runs faster than the wall clock, so every
+task starts with between CALCULATION_TIMEOUT - REARM_SECONDS and
+CALCULATION_TIMEOUT of CPU time left. The parent keeps the wall-clock ceiling
+(CALCULATION_WALL_TIMEOUT), for a process that does not get to use the CPU.
 
 Results go back in batches (every few milliseconds and at the end of a
 chunk), which keeps the cost per task of the pipe small.
@@ -13,6 +29,7 @@ chunk), which keeps the cost per task of the pipe small.
 from __future__ import annotations
 
 import ctypes
+import math
 import multiprocessing
 import os
 import resource
@@ -25,6 +42,7 @@ from core.expression import (CalculationError, CompiledExpression, ExpressionErr
                              check_variables, compile_expression, number_to_json)
 from core.parse_cache import ParseCache
 from core.settings import ExpressionLimits
+from worker.cpu_timer import CpuTimer
 
 # Slots of the shared progress array (doubles).
 STARTED = 0     # index in the chunk of the task being calculated; -1 when idle
@@ -35,6 +53,7 @@ PROGRESS_SLOTS = 3
 CANNOT_RECEIVE = 3  # exit code of a child that could not receive its chunk
 
 FLUSH_SECONDS = 0.002
+REARM_SECONDS = 0.001
 PARSE_CACHE_BYTES = 32 * 1024 * 1024
 
 
@@ -62,12 +81,14 @@ def _compile(expression: Any, max_length: int) -> CompiledExpression:
 _PARSE_CACHE = ParseCache(PARSE_CACHE_BYTES)
 
 
-def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit_mb: int) -> None:
+def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit_mb: int,
+              cpu_timeout: float) -> None:
     """Main loop of an evaluation process: chunks in, results out, until None."""
     signal.set_wakeup_fd(-1)  # inherited from the Calculator with fork
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
     _die_with_parent()
+    timer = CpuTimer()  # the CPU timeout: SIGPROF, which ends the process
     if memory_limit_mb > 0:
         cap = memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -81,7 +102,7 @@ def run_child(conn: Connection, progress, limits: ExpressionLimits, memory_limit
             os._exit(CANNOT_RECEIVE)
         if tasks is None:
             return
-        _calculate_chunk(conn, progress, tasks, limits)
+        _calculate_chunk(conn, progress, tasks, limits, timer, cpu_timeout)
 
 
 def _die_with_parent() -> None:
@@ -99,9 +120,11 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
-def _calculate_chunk(conn: Connection, progress, tasks, limits) -> None:
+def _calculate_chunk(conn: Connection, progress, tasks, limits, timer: CpuTimer,
+                     cpu_timeout: float) -> None:
     results = []
     last_flush = time.monotonic()
+    armed_at = -math.inf
     for index, (task_id, expression, variables) in enumerate(tasks):
         if index >= progress[CUTOFF]:
             break
@@ -109,13 +132,21 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits) -> None:
             conn.send(("results", results))  # may block while the parent is busy
             results, last_flush = [], time.monotonic()
         # The clock is read only now, after any send: the task starts here.
+        started = time.monotonic()
+        # The CPU budget first (the clock read before arming: at least as much
+        # wall-clock time, so at least as much CPU time, has passed since the
+        # timer was armed), the progress second: if the timer fires, the index
+        # in shared memory is the task that used the budget up.
+        if started - armed_at >= REARM_SECONDS:
+            timer.arm(cpu_timeout)
+            armed_at = started
         # Start time first, index second; the parent reads them in the
         # opposite order, so when it sees this index it sees this start time.
-        started = time.monotonic()
         progress[STARTED_AT] = started
         progress[STARTED] = index
         result, error = calculate(expression, variables, limits)
         # The seconds it took go back too: the Calculator's evaluation histogram.
         results.append((task_id, result, error, time.monotonic() - started))
+    timer.arm(0)  # idle: receiving the next chunk is no task's
     progress[STARTED] = -1
     conn.send(("done", results))

@@ -11,6 +11,8 @@ from core.settings import CalculatorSettings
 from worker.evaluation import CUTOFF, PROGRESS_SLOTS, STARTED, STARTED_AT, run_child
 from worker.task_queue import Task
 
+EXIT_WAIT = 1.0  # seconds to wait for a child whose pipe closed to be gone
+
 
 class Evaluator:
     """One child process and what it has been sent."""
@@ -22,14 +24,15 @@ class Evaluator:
         parent_end, child_end = context.Pipe()
         self.process = context.Process(
             target=run_child, name=f"evaluator-{number}", daemon=True,
-            args=(child_end, self.progress, settings.limits, settings.memory_limit_mb))
+            args=(child_end, self.progress, settings.limits, settings.memory_limit_mb,
+                  settings.calculation_timeout))
         self.process.start()
         child_end.close()
         self.conn: Connection = parent_end
         self.chunk: list[Task] = []
         self.unanswered: dict[int, Task] = {}
         self.busy = False
-        self.killed_by_guard = False  # SIGKILLed by the guard thread past the timeout
+        self.killed_by_guard = False  # SIGKILLed by the guard thread past the wall-clock ceiling
 
     def send(self, tasks: list[Task]) -> None:
         """Raises OSError if the child is gone (its tasks are then unanswered)."""
@@ -57,6 +60,13 @@ class Evaluator:
         for task in taken:
             del self.unanswered[task.id]
         return taken
+
+    def exit_signal(self) -> int | None:
+        """The signal that ended the child (None: alive, or it exited). Only
+        for a child known to be ending (its pipe closed): waits for it."""
+        self.process.join(EXIT_WAIT)
+        code = self.process.exitcode
+        return -code if code is not None and code < 0 else None
 
     def kill(self) -> None:
         if self.process.exitcode is None:  # never signal a reaped (maybe reused) pid

@@ -4,11 +4,15 @@ Tasks wait in a local queue and go to idle children in chunks, fairly
 between owners (worker/fair_queue.py: the owner with the fewest tasks running
 here first). The parent
 never blocks on a child: it selects on their pipes (see calculator.py) and
-reads their progress from shared memory, which is where the timeout rule
-lives (enforce_timeouts):
+reads their progress from shared memory, which is where the wall-clock
+half of the timeout rule lives (enforce_timeouts):
 
-- a task running longer than CALCULATION_TIMEOUT gets a timeout error and
-  its child is SIGKILLed and replaced;
+- a task that used more than CALCULATION_TIMEOUT of CPU time is ended by the
+  kernel (its child's CPU timer, evaluation.py: SIGPROF); the child's death
+  by SIGPROF gives the task its timeout error, and the child is replaced;
+- a task still running CALCULATION_WALL_TIMEOUT after it started (its process
+  stopped, starved or throttled, not using its CPU time) gets a timeout error
+  of its own and its child is SIGKILLed and replaced;
 - a task running longer than STALL_SECONDS gives up the tasks queued behind
   it in the same chunk, so that other children calculate them meanwhile
   (one runaway does not hold back the quick tasks claimed with it);
@@ -21,10 +25,11 @@ lives (enforce_timeouts):
   big for MEMORY_LIMIT_MB to even receive) gets the chunk once more; when it
   dies before starting again, the chunk is halved, and so on until the
   culprit is alone: only then is an attempt counted, against it alone;
-- while the Calculator's loop waits on a slow database statement, a guard
-  thread (timeout_guard.py) enforces CALCULATION_TIMEOUT (a little late) by
-  killing the runaway; the loop then finds the death and stores the timeout
-  error as usual.
+- while the Calculator's loop waits on a slow database statement, the CPU
+  timeout needs nobody (the kernel keeps it), and a guard thread
+  (timeout_guard.py) keeps the wall-clock ceiling (a little late) by killing
+  the child; the loop then finds the death and stores the timeout error as
+  usual.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import signal
 import time
 from multiprocessing.connection import Connection
 
@@ -69,7 +75,8 @@ class EvaluatorPool:
         self.usage = OwnerUsage()  # evaluation seconds per owner lately: the dispatch rule
         self.freed = 0  # how many times a child became idle (a chunk done, a replacement)
         self.evaluators: list[Evaluator] = []
-        self.timeout = settings.calculation_timeout
+        self.timeout = settings.calculation_timeout  # CPU seconds, kept by the child's timer
+        self.wall_timeout = settings.wall_timeout    # wall-clock seconds, kept here
         self.crashed: list[Task] = []  # tasks whose child died under them
         # Outcomes decided here rather than by a child: a timeout found at a
         # child's death, a task that could not be sent to a child.
@@ -235,10 +242,15 @@ class EvaluatorPool:
         running = evaluator.running()
         culprit = running[0] if running and running[0].id in evaluator.unanswered else None
         if culprit is not None and evaluator.killed_by_guard:
-            # Killed by the guard thread past the timeout: a timeout, not a crash.
-            # (Not any death late in a task: a child killed by someone else
-            # while this loop was held up is a crash like any other.)
-            self.finished.extend(self._kill_runaway(evaluator, self.timeout))
+            # Killed by the guard thread past the wall-clock ceiling: a
+            # timeout, not a crash. (Not any death late in a task: a child
+            # killed by someone else while this loop was held up is a crash
+            # like any other.)
+            self.finished.extend(self._kill_runaway(evaluator))
+            return
+        if culprit is not None and evaluator.exit_signal() == signal.SIGPROF:
+            # Its CPU timer ran out on this task: the CPU-time timeout.
+            self.finished.append(self._cpu_timeout(evaluator, culprit, running[1]))
             return
         before_start = culprit is None and self._died_before_starting(evaluator)
         log.error("evaluation process died pid=%s exitcode=%s task=%s%s",
@@ -290,21 +302,22 @@ class EvaluatorPool:
     # --- the timeout rule -------------------------------------------------
 
     def enforce_timeouts(self, now: float) -> list[Outcome]:
+        """The wall-clock ceiling (the CPU timeout is the children's own)."""
         outcomes = []
-        timeout = self.timeout
         for evaluator in list(self.evaluators):
             running = evaluator.running()
             if running is None:
                 continue
             task, started_at = running
-            if now - started_at >= timeout:
+            if now - started_at >= self.wall_timeout:
                 if evaluator.process.exitcode is not None:
-                    # Dead already, not running: killed by someone else while
-                    # this loop was held up (a frozen Calculator). Read what it
-                    # sent; the end of its pipe then tells of its death.
+                    # Dead already, not running: its CPU timer ran out, or it
+                    # was killed by someone else while this loop was held up
+                    # (a frozen Calculator). Read what it sent; the end of its
+                    # pipe then tells of its death.
                     outcomes.extend(self.collect([evaluator.conn]))
                     continue
-                outcomes.extend(self._kill_runaway(evaluator, timeout))
+                outcomes.extend(self._kill_runaway(evaluator))
             elif now - started_at >= STALL_SECONDS:
                 index = evaluator.chunk.index(task)
                 taken = evaluator.take_back_unstarted(index)
@@ -312,25 +325,40 @@ class EvaluatorPool:
                     self.submit(taken)
         return outcomes
 
-    def _kill_runaway(self, evaluator: Evaluator, timeout: float) -> list[Outcome]:
+    def _kill_runaway(self, evaluator: Evaluator) -> list[Outcome]:
+        """Past the wall-clock ceiling: kill the child; its task's timeout."""
         evaluator.kill()
         METRICS.count("evaluation_processes_killed")
         # Read progress only now that the child is frozen: if it moved on to
         # another task in the meantime, that task did not overrun.
         running = evaluator.running()
-        if running is None or time.monotonic() - running[1] < timeout \
+        if running is None or time.monotonic() - running[1] < self.wall_timeout \
                 or running[0].id not in evaluator.unanswered:
             self._replace(evaluator, None)
             return []
         task = running[0]
-        log.warning("calculation timed out task=%d after=%ss", task.id, _seconds(timeout))
+        log.warning("calculation timed out task=%d after=%ss of wall-clock time "
+                    "(its process did not get to use its CPU time)", task.id, _seconds(self.wall_timeout))
+        return [self._timed_out(evaluator, task, running[1],
+                                f"calculation timed out after {_seconds(self.wall_timeout)} s "
+                                f"of wall-clock time")]
+
+    def _cpu_timeout(self, evaluator: Evaluator, task: Task, started_at: float) -> Outcome:
+        """The child died of its CPU timer on task: the task's timeout."""
+        log.warning("calculation timed out task=%d after=%ss of CPU time", task.id, _seconds(self.timeout))
+        METRICS.count("evaluation_processes_killed")  # by its own CPU timer
+        return self._timed_out(evaluator, task, started_at,
+                               f"calculation timed out after {_seconds(self.timeout)} s of CPU time")
+
+    def _timed_out(self, evaluator: Evaluator, task: Task, started_at: float, error: str) -> Outcome:
+        now = time.monotonic()
         METRICS.count("evaluation_timeouts")
-        METRICS.evaluated(time.monotonic() - running[1])
-        self.claim_size.observe(time.monotonic() - running[1], time.monotonic())
-        self.usage.charge(task.owner, time.monotonic() - running[1], time.monotonic())
+        METRICS.evaluated(now - started_at)
+        self.claim_size.observe(now - started_at, now)
+        self.usage.charge(task.owner, now - started_at, now)
         self._replace(evaluator, task)
         self._forget(task.id)
-        return [Outcome(task, None, f"calculation timed out after {_seconds(timeout)} s")]
+        return Outcome(task, None, error)
 
     def next_deadline(self) -> float | None:
         """When enforce_timeouts next has something to decide."""
@@ -340,7 +368,7 @@ class EvaluatorPool:
             if running is None:
                 continue
             task, started_at = running
-            deadlines.append(started_at + self.timeout)
+            deadlines.append(started_at + self.wall_timeout)
             if evaluator.progress[CUTOFF] > evaluator.chunk.index(task) + 1:
                 deadlines.append(started_at + STALL_SECONDS)
         return min(deadlines, default=None)
@@ -354,6 +382,17 @@ class EvaluatorPool:
                 running = evaluator.running()
                 index = evaluator.chunk.index(running[0]) if running else -1
                 self.submit(evaluator.take_back_unstarted(index))
+
+    def end_running(self) -> list[int]:
+        """Kill (and replace) every child that is on a task: its tasks go
+        back to the queue, not blamed. The ids of the tasks that were running."""
+        ended = []
+        for evaluator in list(self.evaluators):
+            running = evaluator.running()
+            if running is not None and running[0].id in evaluator.unanswered:
+                ended.append(running[0].id)
+                self._replace(evaluator, None)
+        return ended
 
     def stop(self) -> None:
         self.guard.stop()

@@ -28,8 +28,8 @@ CLAIM_SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 COUNTERS = (
     "results_stored",           # outcomes stored (done or error)
     "stale_results_discarded",  # outcomes refused by the lease fence
-    "evaluation_timeouts",      # tasks that overran CALCULATION_TIMEOUT
-    "evaluation_processes_killed",  # killed by the Calculator (a runaway)
+    "evaluation_timeouts",      # tasks past CALCULATION_TIMEOUT (CPU) or CALCULATION_WALL_TIMEOUT
+    "evaluation_processes_killed",  # ended for a runaway: its CPU timer, or the Calculator's SIGKILL
     "evaluation_processes_died",    # died on their own (crash, OOM kill, signal)
     "tasks_given_up",           # finished with "gave up after N attempts"
     "tasks_handed_back",        # waited unstarted past the hold time: released (fair claiming)

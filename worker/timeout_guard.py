@@ -1,9 +1,11 @@
-"""CALCULATION_TIMEOUT while the Calculator's loop is held up.
+"""The wall-clock ceiling while the Calculator's loop is held up.
 
-The loop enforces the timeout itself (EvaluatorPool.enforce_timeouts) between
-database statements. While it waits on one (a lock, a slow server, a
-reconnect), this thread, armed for that time, kills a child whose task is
-past the timeout, GRACE seconds late at most. It only sends the signal and
+CALCULATION_TIMEOUT, CPU time, needs nobody: each child's CPU timer ends it
+(evaluation.py). The wall-clock ceiling (CALCULATION_WALL_TIMEOUT) is the
+loop's to keep (EvaluatorPool.enforce_timeouts), between database statements.
+While it waits on one (a lock, a slow server, a reconnect), this thread,
+armed for that time, kills a child whose task is past the ceiling, GRACE
+seconds late at most. It only sends the signal and
 marks the child: the loop, when it is back, finds the death and stores the
 timeout error (EvaluatorPool._on_death). Disarming takes the same lock as a
 look, so once the loop has disarmed it, the thread touches nothing.
@@ -48,7 +50,7 @@ class TimeoutGuard:
     def _kill_runaways(self, now: float) -> None:
         for evaluator in self.pool.evaluators:
             running = evaluator.running()
-            if running is not None and now - running[1] >= self.pool.timeout + GRACE:
+            if running is not None and now - running[1] >= self.pool.wall_timeout + GRACE:
                 evaluator.killed_by_guard = True
                 try:
                     os.kill(evaluator.process.pid, signal.SIGKILL)
