@@ -39,8 +39,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.merge_slashes = False
 
     from api import (auth, cancel, dashboard, db, errors, expressions, health, listing, metrics, openapi,
-                     same_origin, stats)
+                     same_origin, stats, tracing)
     from api.result_waiter import ResultWaiter
+    tracing.init_app(app)  # first: the request's span covers the other hooks
     db.init_app(app)
     errors.init_app(app)
     metrics.init_app(app)

@@ -12,7 +12,7 @@ import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from api import admission
+from api import admission, tracing
 from api.auth import caller
 from api.db import connection, insert_then_notify, notify_tasks_inserted
 from api.errors import BadRequest
@@ -49,20 +49,26 @@ def checked_submission(item) -> tuple[str, str]:
 
 
 def _store(body: dict, insert, items: int) -> tuple[list[int], bool]:
-    """Run insert(conn), which sends the INSERT and returns its cursor, at
-    most once per Idempotency-Key: (ids, in the items' order; created). A
-    submission past the key's limits is a 429 and inserts nothing."""
+    """Run insert(conn, trace_context), which sends the INSERT and returns
+    its cursor, at most once per Idempotency-Key: (ids, in the items' order;
+    created). A submission past the key's limits is a 429 and inserts
+    nothing. trace_context: the traceparent stored with the tasks (None
+    without tracing: api/tracing.py)."""
     key = idempotency_key()
     who = caller()
     admission.check_fits(items)
     try:
-        with connection() as conn:
+        with tracing.insert_span(items) as span, connection() as conn:
             if key is None:
-                return admission.inserted_ids(insert_then_notify(conn, insert)), True
-            ids, created = submit_once(conn, key, body, lambda c: admission.inserted_ids(insert(c)),
-                                       who.owner, admission.Refused)
-            if created:
-                notify_tasks_inserted(conn)
+                ids, created = admission.inserted_ids(
+                    insert_then_notify(conn, lambda c: insert(c, span.traceparent))), True
+            else:
+                ids, created = submit_once(conn, key, body,
+                                           lambda c: admission.inserted_ids(insert(c, span.traceparent)),
+                                           who.owner, admission.Refused)
+                if created:
+                    notify_tasks_inserted(conn)
+            span.inserted(ids, created)
         return ids, created
     except admission.Refused as refused:
         raise admission.refusal(refused, who, items) from None
@@ -81,8 +87,8 @@ def submit_expression():
     body = json_object(required={"expression"}, optional={"variables"})
     expression, variables = checked_submission(body)
 
-    def insert(conn):
-        return admission.insert_one(conn, caller(), expression, variables)
+    def insert(conn, trace_context):
+        return admission.insert_one(conn, caller(), expression, variables, trace_context)
 
     (task_id,), created = _store(body, insert, 1)
     response = _accepted({"expression_id": task_id}, created)
@@ -106,8 +112,8 @@ def submit_expressions():
         response.status_code = 400
         return response
 
-    def insert(conn):
-        return admission.insert_many(conn, caller(), accepted)
+    def insert(conn, trace_context):
+        return admission.insert_many(conn, caller(), accepted, trace_context)
 
     ids, created = _store(body, insert, len(accepted))
     return _accepted({"expression_ids": ids}, created)
