@@ -191,6 +191,10 @@ def calculator_metrics(rows):
         "calculator_claim_size_tasks",
         "Tasks obtained by each claim that got any (_count: claims, _sum: tasks claimed).",
         labels=labels)
+    claim_time = HistogramMetricFamily(
+        "calculator_claim_duration_seconds",
+        "Time of each claim statement, round trip included (flat beside a held snapshot: docs/design.md).",
+        labels=labels)
     killed = CounterMetricFamily(
         "calculator_tasks_killed",
         "Tasks whose calculation was stopped, by cause: timeout (ran past CALCULATION_TIMEOUT, its "
@@ -208,7 +212,8 @@ def calculator_metrics(rows):
                 counters[key].add_metric([label], value)
         for cause, value in figures.get("tasks_killed", {}).items():
             killed.add_metric([label, cause], value)
-        for family, key in ((evaluation, "evaluation_seconds"), (claims, "claim_size")):
+        for family, key in ((evaluation, "evaluation_seconds"), (claims, "claim_size"),
+                            (claim_time, "claim_seconds")):
             histogram = figures.get(key)
             if histogram:
                 family.add_metric([label], *_cumulative(histogram))
@@ -217,6 +222,7 @@ def calculator_metrics(rows):
     yield killed
     yield evaluation
     yield claims
+    yield claim_time
 
 
 def _cumulative(histogram: dict):

@@ -16,6 +16,12 @@ This benchmark measures what that does to the queue:
 - dump: the same with a real pg_dump of the database running in a loop;
 - raw: the raw SQL loop (claim 100 by id with SKIP LOCKED, store 100) under
   the same held snapshot, side by side;
+- steady: BENCH_STEADY_RATE tasks/s, one INSERT each (as API clients do),
+  for BENCH_STEADY_SECONDS beside a session idle in transaction that has
+  written (BEGIN; SELECT txid_current();), after a clean first slice: by
+  slice of BENCH_SLICE_SECONDS, the latency from insert to result (p50,
+  p99) and the Calculator's mean claim time (its calculator_claim_duration
+  histogram), with the dead rows.
 
 Figures go to bench/results/held-*.json.
 """
@@ -41,6 +47,9 @@ TASKS = int(os.environ.get("BENCH_TASKS", "20000"))
 CLEAN_ROUNDS = int(os.environ.get("BENCH_CLEAN_ROUNDS", "2"))
 HELD_ROUNDS = int(os.environ.get("BENCH_HELD_ROUNDS", "5"))
 RECOVERY_SECONDS = float(os.environ.get("BENCH_RECOVERY_SECONDS", "60"))
+STEADY_RATE = int(os.environ.get("BENCH_STEADY_RATE", "1000"))
+STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "600"))
+SLICE_SECONDS = float(os.environ.get("BENCH_SLICE_SECONDS", "30"))
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 FINISHED = "SELECT coalesce(sum(n), 0) FROM task_counts WHERE status IN ('done', 'error')"
@@ -156,10 +165,75 @@ def raw_rounds(url: str) -> dict:
         return rounds_beside(url, conn, raw_round, lambda: HeldSnapshot(url))
 
 
+def steady_beside_idle_writer(url: str) -> dict:
+    """A steady load beside a session idle in transaction that has written."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        reset(conn)
+        calc = start_calculator(url, num_processes=2)
+        holder = psycopg.connect(url)
+        inserter = psycopg.connect(url, autocommit=True)
+        inserter.execute("SET synchronous_commit = off")
+        slices = []
+        try:
+            started = time.monotonic()
+            sent = 0
+            slice_start, claims_before = started, _claim_time(conn)
+            first_id = conn.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0]
+            while (now := time.monotonic()) - started < STEADY_SECONDS + SLICE_SECONDS:
+                if holder.info.transaction_status == psycopg.pq.TransactionStatus.IDLE \
+                        and now - started >= SLICE_SECONDS:
+                    holder.execute("SELECT txid_current()")  # idle in transaction from here on
+                due = int((now - started) * STEADY_RATE)
+                while sent < due:
+                    inserter.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s)",
+                                     (JOB, '{"x": 10, "t": 11, "y": 1}'), prepare=True)
+                    sent += 1
+                if now - slice_start >= SLICE_SECONDS:
+                    last_id = conn.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0]
+                    claims_now = _claim_time(conn)
+                    slices.append(_slice(conn, first_id, last_id, claims_before, claims_now,
+                                         round(now - started), holding=len(slices) > 0))
+                    print(f"  {slices[-1]}", flush=True)
+                    slice_start, claims_before, first_id = now, claims_now, last_id
+                time.sleep(0.001)
+        finally:
+            holder.rollback()
+            holder.close()
+            inserter.close()
+            calc.stop()
+    return {"rate": STEADY_RATE, "seconds": STEADY_SECONDS, "slices": slices}
+
+
+def _claim_time(conn: psycopg.Connection) -> tuple[float, int, int]:
+    """The Calculator's claims: total seconds and count (from its heartbeat's
+    figures), and the entries read from the claim's index by everyone."""
+    row = conn.execute("SELECT metrics -> 'claim_seconds' FROM calculators ORDER BY heartbeat_at DESC LIMIT 1"
+                       ).fetchone()
+    histogram = row[0] if row and row[0] else {"sum": 0.0, "counts": [0]}
+    entries = conn.execute("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'tasks_pending_fair'"
+                           ).fetchone()[0]
+    return histogram["sum"], sum(histogram["counts"]), entries
+
+
+def _slice(conn, first_id, last_id, claims_before, claims_now, at: int, holding: bool) -> dict:
+    p50, p99, pending = conn.execute(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at)), "
+        "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at)), "
+        "count(*) FILTER (WHERE finished_at IS NULL) FROM tasks WHERE id > %s AND id <= %s",
+        (first_id, last_id)).fetchone()
+    claims = claims_now[1] - claims_before[1]
+    return {"at_seconds": at, "holding": holding, "tasks": last_id - first_id,
+            "latency_p50_ms": round((p50 or 0) * 1000, 2), "latency_p99_ms": round((p99 or 0) * 1000, 2),
+            "not_done_at_slice_end": pending, "claims": claims,
+            "mean_claim_ms": round((claims_now[0] - claims_before[0]) / claims * 1000, 3) if claims else None,
+            "claim_index_entries_per_claim": round((claims_now[2] - claims_before[2]) / claims, 1) if claims else None,
+            "dead_rows": conn.execute(DEAD_ROWS).fetchone()[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="snapshot,dump,raw",
-                        help="comma-separated: snapshot, dump, raw")
+    parser.add_argument("--only", default="snapshot,dump,raw,steady",
+                        help="comma-separated: snapshot, dump, raw, steady")
     args = parser.parse_args()
     only = args.only.split(",")
     report: dict = {"tasks_per_round": TASKS}
@@ -173,6 +247,10 @@ def main() -> None:
         if "raw" in only:
             print("raw SQL loop beside a held snapshot", flush=True)
             report["raw"] = raw_rounds(url)
+        if "steady" in only:
+            print(f"steady {STEADY_RATE}/s for {STEADY_SECONDS:.0f} s beside an idle-in-transaction writer",
+                  flush=True)
+            report["steady"] = steady_beside_idle_writer(url)
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / time.strftime("held-%Y%m%d-%H%M%S.json")
     path.write_text(json.dumps(report, indent=1, default=str))

@@ -26,7 +26,6 @@ from bench.common import database, reset
 INDEXES = {
     "tasks_listing_by_owner": "CREATE INDEX tasks_listing_by_owner ON tasks (owner, status, id) "
                               "WHERE owner IS NOT NULL",
-    "tasks_done_by_id": "CREATE INDEX tasks_done_by_id ON tasks (id) WHERE status = 'done'",
     "tasks_cancelled_by_id": "CREATE INDEX tasks_cancelled_by_id ON tasks (id) WHERE status = 'cancelled'",
 }
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.test_retention import _index_tuples_read
-from worker.claim_frontier import HEAD, ClaimFrontier
+from worker.claim_frontier import HEAD, QUEUE_HEAD, ClaimFrontier
 from worker.task_queue import Outcome, claim_tasks, store_results
 
 FINISHED = 3000  # tasks finished while the snapshot is held
@@ -111,25 +111,49 @@ def test_every_insert_says_where_its_earliest_task_stands_in_its_notification(db
 
 def test_the_frontier_starts_past_the_last_claim_and_moves_back_for_what_is_placed_before_it():
     frontier = ClaimFrontier()
-    assert frontier.start(0.0) == HEAD  # nothing claimed yet
-    frontier.claimed(HEAD, [(5, 5), (7, 9), (6, 6)], now=0.0, seconds=0.01)
+    assert frontier.start(0.0) is QUEUE_HEAD  # nothing claimed yet
+    frontier.claimed(QUEUE_HEAD, [(5, 5), (7, 9), (6, 6)], now=0.0, seconds=0.01)
     assert frontier.start(0.5) == (7, 9)
     frontier.claimed((7, 9), [(8, 10)], now=0.5, seconds=0.001)
     assert frontier.start(0.6) == (8, 10)
-    frontier.heard("")  # rows without an owner: placed past every claim
+    frontier.heard("")
     assert frontier.start(0.6) == (8, 10)
-    frontier.heard("3")  # a key's new tasks at place 3
+    frontier.heard("3")  # new tasks, the earliest at place 3
     assert frontier.start(0.6) < (3, -(2**62))
     frontier.claimed(frontier.start(0.6), [(3, 11)], now=0.6, seconds=0.001)
     assert frontier.start(0.7) == (3, 11), "the next claim goes on from there"
     frontier.claimed((3, 11), [(9, 13)], now=0.7, seconds=0.001)
     frontier.heard("4,12")  # a task handed back at place 4, id 12
     assert frontier.start(0.7) == (4, 11)
-    frontier.heard("nonsense")  # anyone may NOTIFY: walk from the head
-    assert frontier.start(0.7) == HEAD
-    # A walk from the head at most every second, and at most 1/20 of the time.
-    frontier.claimed(HEAD, [(20, 20)], now=1.0, seconds=0.2)
-    assert frontier.start(4.9) == (20, 20) and frontier.start(5.0) == HEAD
+    frontier.heard("nonsense")  # anyone may NOTIFY: walk from the queue's head
+    assert frontier.start(0.7) is QUEUE_HEAD
+    # From the queue's head at most every second, and at most 1/20 of the time.
+    frontier.claimed(QUEUE_HEAD, [(20, 20)], now=1.0, seconds=0.2)
+    assert frontier.start(4.9) == (20, 20) and frontier.start(5.0) is QUEUE_HEAD
+    # From the index's very head once a minute.
+    assert frontier.start(60.0) == HEAD
+    frontier.claimed(HEAD, [], now=60.0, seconds=0.01)
+    assert frontier.start(60.5) == (20, 20) and frontier.start(119.9) != HEAD
+
+
+def test_a_claim_from_the_queues_head_does_not_walk_what_finished_before_it(db, worker_url, held_snapshot):
+    """The walk now and then for expired leases starts at the queue's head
+    (its oldest pending task), not at the index's: the tasks finished before
+    it are not visited."""
+    db.execute("INSERT INTO tasks (expression) SELECT '1' FROM generate_series(1, %s)", (FINISHED,))
+    with psycopg.connect(worker_url, autocommit=True) as worker:
+        drain(worker)
+        db.execute("INSERT INTO tasks (expression) VALUES ('9**9**9')")
+        (runaway,), _ = claim_tasks(worker, 1, 30, 5, after=QUEUE_HEAD)
+        db.execute("UPDATE tasks SET process_at = now() WHERE id = %s", (runaway.id,))  # its lease ran out
+        claimed = []
+        from_queue_head = entries_read_by(worker, lambda: claimed.extend(
+            claim_tasks(worker, 5, 30, 5, after=QUEUE_HEAD)[0]))
+        db.execute("UPDATE tasks SET process_at = now() WHERE id = %s", (runaway.id,))
+        from_index_head = entries_read_by(worker, lambda: claimed.extend(claim_tasks(worker, 5, 30, 5)[0]))
+    assert [t.id for t in claimed] == [runaway.id, runaway.id], "the expired lease is found both ways"
+    assert from_queue_head <= 20, f"{from_queue_head} index entries read from the queue's head"
+    assert from_index_head >= FINISHED, f"only {from_index_head} index entries read from the index's head"
 
 
 def test_the_queue_figures_do_not_walk_what_finished_beside_a_held_snapshot(db, worker_url, held_snapshot):

@@ -89,6 +89,7 @@ def test_queue_and_calculator_figures_move_as_tasks_finish_and_time_out(client, 
     assert calculator_value(samples, "calculator_evaluation_duration_seconds_bucket", le="+Inf") == 3
     assert calculator_value(samples, "calculator_claim_size_tasks_count") >= 1
     assert calculator_value(samples, "calculator_claim_size_tasks_sum") == 3
+    assert calculator_value(samples, "calculator_claim_duration_seconds_count") >= 1
     assert calculator_value(samples, "calculator_evaluation_timeouts_total") == 0
     assert calculator_value(samples, "calculator_heartbeat_age_seconds") < 15
 

@@ -20,45 +20,61 @@ What can become claimable behind the frontier, and how it is found:
   its place in the notification in the same way;
 - an expired lease (its Calculator died or froze), a task a claim skipped
   while another session held it locked and then let go, a task whose
-  process_at was set in the future by psql, a row inserted by psql with a
-  fair_round of its own: found by a walk from the head, at most every
-  FULL_WALK_SECONDS, and never taking more than 1/FULL_WALK_SHARE of the
-  time (a walk that took 30 ms waits 600 ms before the next); and after a
-  reconnection, when notifications may have been missed.
+  process_at was set in the future by psql, anything missed while
+  disconnected: found by a walk from the queue's head (the place of its
+  oldest pending task, from the low-water mark queue_head() keeps in
+  sql/011, so not from the index's head: what finished before the oldest
+  pending task is not visited), at most every HEAD_WALK_SECONDS and never
+  taking more than 1/HEAD_WALK_SHARE of the time (a walk that took 30 ms
+  waits 600 ms before the next);
+- a row psql inserted with a fair_round of its own before the queue's head,
+  or whose place the low-water mark passed while its transaction was still
+  open: found by a walk from the index's very head, every
+  INDEX_WALK_SECONDS (beside a held snapshot, the one walk that visits the
+  entries of every task finished since it began).
 
 Nothing else changes: the claim is the same statement, SKIP LOCKED and the
 lease are the same, only where its walk starts moves. A task whose lease
-ran out waits up to one more full walk's interval.
+ran out waits up to one more walk's interval.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-# The walk's start when it starts at the head: before every place.
+# Where a walk starts: past (place, id), or at the queue's head (None: the
+# claim asks queue_head()), or at the index's very head (HEAD).
 HEAD = (-(2**63), -(2**63))
-FULL_WALK_SECONDS = 1.0
-FULL_WALK_SHARE = 20  # a walk from the head takes at most 1/20 of the time
+QUEUE_HEAD = None
+HEAD_WALK_SECONDS = 1.0
+HEAD_WALK_SHARE = 20  # walks from the queue's head take at most 1/20 of the time
+INDEX_WALK_SECONDS = 60.0
 
 
 class ClaimFrontier:
     def __init__(self) -> None:
-        self.after: tuple[int, int] | None = None  # None: walk from the head next
-        self.next_full_walk = 0.0
+        self.after: tuple[int, int] | None = None  # None: walk from the queue's head next
+        self.next_head_walk = 0.0
+        self.next_index_walk = INDEX_WALK_SECONDS
 
-    def start(self, now: float) -> tuple[int, int]:
-        """Where the next claim starts: (place, id) to walk past."""
-        if self.after is None or now >= self.next_full_walk:
+    def start(self, now: float) -> tuple[int, int] | None:
+        """Where the next claim starts: (place, id) to walk past, QUEUE_HEAD
+        or HEAD."""
+        if now >= self.next_index_walk:
             return HEAD
+        if self.after is None or now >= self.next_head_walk:
+            return QUEUE_HEAD
         return self.after
 
-    def claimed(self, start: tuple[int, int], places: Iterable[tuple[int, int]],
+    def claimed(self, start: tuple[int, int] | None, places: Iterable[tuple[int, int]],
                 now: float, seconds: float) -> None:
         """A claim that started at start took tasks at places (place, id),
         in seconds."""
         last = max(places, default=None)
         if start == HEAD:
-            self.next_full_walk = now + max(FULL_WALK_SECONDS, seconds * FULL_WALK_SHARE)
+            self.next_index_walk = now + max(INDEX_WALK_SECONDS, seconds * HEAD_WALK_SHARE)
+        if start in (HEAD, QUEUE_HEAD):
+            self.next_head_walk = now + max(HEAD_WALK_SECONDS, seconds * HEAD_WALK_SHARE)
             self.after = last if last is not None else self.after
         elif last is not None:
             self.after = max(self.after, last) if self.after is not None else last

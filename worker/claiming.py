@@ -95,8 +95,9 @@ class Claims:
                                       self.settings.max_attempts, self.settings.limits, after=start)
         if tracing.TRACING is not None:
             tracing.TRACING.claimed(tasks, given_up, began_ns, time.time_ns())
-        self.frontier.claimed(start, ((t.fair_round, t.id) for t in tasks), now,
-                              time.monotonic() - began)
+        took = time.monotonic() - began
+        self.frontier.claimed(start, ((t.fair_round, t.id) for t in tasks), now, took)
+        METRICS.claim_took(took)
         self.next_poll = now + self.settings.queue_wait_time
         self.work_expected = len(tasks) + len(given_up) >= room
         METRICS.count("tasks_given_up", len(given_up))

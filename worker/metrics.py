@@ -23,6 +23,7 @@ import bisect
 EVALUATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                       0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CLAIM_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+CLAIM_SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 COUNTERS = (
     "results_stored",           # outcomes stored (done or error)
@@ -60,6 +61,7 @@ class CalculatorMetrics:
         self.tasks_killed = dict.fromkeys(KILL_CAUSES, 0)
         self.evaluation_seconds = Histogram(EVALUATION_BUCKETS)
         self.claim_size = Histogram(CLAIM_SIZE_BUCKETS)
+        self.claim_seconds = Histogram(CLAIM_SECONDS_BUCKETS)
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
@@ -69,6 +71,10 @@ class CalculatorMetrics:
 
     def claimed(self, tasks: int) -> None:
         self.claim_size.observe(tasks)
+
+    def claim_took(self, seconds: float) -> None:
+        """Every claim statement, whatever it got: its time, round trip included."""
+        self.claim_seconds.observe(seconds)
 
     def evaluated(self, seconds: float) -> None:
         self.evaluation_seconds.observe(seconds)
@@ -80,6 +86,7 @@ class CalculatorMetrics:
             "tasks_killed": dict(self.tasks_killed),
             "evaluation_seconds": self.evaluation_seconds.snapshot(),
             "claim_size": self.claim_size.snapshot(),
+            "claim_seconds": self.claim_seconds.snapshot(),
         }
 
 

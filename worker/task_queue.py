@@ -61,10 +61,10 @@ class GivenUp(list):
 
 def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
                 max_attempts: int, limits: ExpressionLimits = ExpressionLimits(),
-                after: tuple[int, int] = HEAD) -> tuple[list[Task], GivenUp]:
+                after: tuple[int, int] | None = HEAD) -> tuple[list[Task], GivenUp]:
     """Claim up to limit tasks placed past after, (place, id) in the fair
-    order (worker/claim_frontier.py); also returns the ids given up on (see
-    the SQL).
+    order, or from the queue's head with after None (worker/claim_frontier.py);
+    also returns the ids given up on (see the SQL).
 
     Each row is decoded and checked on its own (worker/intake.py): a row that
     cannot be calculated comes back as a Task with its problem set."""
@@ -73,7 +73,7 @@ def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
         {"limit": limit, "lease_seconds": lease_seconds, "max_attempts": max_attempts,
          "max_expression_length": limits.max_expression_length,
          "max_variables_chars": MAX_VARIABLES_CHARS,
-         "after_place": after[0], "after_id": after[1]},
+         "after_place": after[0] if after else None, "after_id": after[1] if after else None},
         prepare=True,
     ).fetchall()
     claimed = [_read_row(*row[:5], *row[6:], limits) for row in rows if not row[5]]

@@ -20,9 +20,10 @@
 -- being handed out again; it is returned with given_up = true.
 --
 -- The walk starts just past (%(after_place)s, %(after_id)s), the place of the
--- last task this Calculator claimed, or at the head (the smallest bigints) now
--- and then (worker/claim_frontier.py): a B-tree range scan that starts there
--- never visits the entries before it, which under a held snapshot are the
+-- last task this Calculator claimed, or, with both NULL, at the queue's head
+-- (queue_head(): its oldest pending task), now and then
+-- (worker/claim_frontier.py): a B-tree range scan that starts there never
+-- visits the entries before it, which beside a held snapshot are the
 -- entries of every task finished since (sql/011_claims_skip_what_is_finished.sql).
 --
 -- What a row asks is returned so that one bad row cannot hurt the Calculator:
@@ -36,7 +37,8 @@ WITH candidates AS (
     SELECT id, attempts
     FROM tasks
     WHERE finished_at IS NULL AND process_at <= now()
-      AND (coalesce(fair_round, id), id) > (%(after_place)s::bigint, %(after_id)s::bigint)
+      AND (coalesce(fair_round, id), id) > (coalesce(%(after_place)s::bigint, (SELECT queue_head()) - 1),
+                                            coalesce(%(after_id)s::bigint, 9223372036854775807))
     ORDER BY coalesce(fair_round, id), id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -1,7 +1,7 @@
 -- GET /api/tasks for everyone's tasks (an admin, AUTH=off): as
 -- list_tasks_of_owner.sql, each status through its own index: pending
--- (tasks_pending_by_id, sql/001), error (tasks_errors_by_id, sql/008), done
--- and cancelled (sql/013).
+-- (tasks_pending_by_id, sql/001), error (tasks_errors_by_id, sql/008),
+-- cancelled (sql/013), done down the primary key (most rows are done).
 SELECT t.id, t.status, t.expression, t.variables, t.result, t.error, t.attempts,
        t.created_at, t.finished_at,
        extract(epoch FROM t.finished_at - t.created_at)::float8 AS seconds,
