@@ -45,7 +45,7 @@ def init_app(app: Flask) -> None:
         return
     global _provider
     if _provider is None:
-        _provider = tracing.tracer_provider("calculator-api")
+        _provider, _ = tracing.tracer_provider("calculator-api")
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
     excluded = None
     if not (os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")):

@@ -48,22 +48,26 @@ def enabled(environ: Mapping[str, str] = os.environ) -> bool:
     return True
 
 
-def tracer_provider(default_service_name: str, environ: Mapping[str, str] = os.environ):
-    """A TracerProvider exporting over OTLP/HTTP; its service.name is
-    OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES'), else default_service_name."""
+def tracer_provider(default_service_name: str, resource: Mapping[str, str] | None = None,
+                    environ: Mapping[str, str] = os.environ):
+    """(TracerProvider, its BatchSpanProcessor) exporting over OTLP/HTTP; its service.name is
+    OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES'), else default_service_name;
+    resource: more attributes of the process (OTEL_RESOURCE_ATTRIBUTES wins)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    attributes = {}
+    given = environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    attributes = {k: v for k, v in (resource or {}).items() if f"{k}=" not in given}
     named = environ.get("OTEL_SERVICE_NAME", "").strip() or \
         "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     if not named:
         attributes["service.name"] = default_service_name
     provider = TracerProvider(resource=Resource.create(attributes))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider
+    processor = BatchSpanProcessor(OTLPSpanExporter())
+    provider.add_span_processor(processor)
+    return provider, processor
 
 
 def trace_id(traceparent: str | None) -> str | None:

@@ -71,7 +71,7 @@ def test_a_requests_trace_holds_the_api_and_the_calculator_spans_of_its_tasks(
                                   {"Content-Type": "application/json", "traceparent": many})
         assert status == 202, body
         bulk = body["expression_ids"]
-        assert wait_done(db, [single, *bulk]) == {single: ("done", 4, None),
+        assert wait_done(db, [single, *bulk], timeout=60) == {single: ("done", 4, None),
                                                   bulk[0]: ("error", None, "division by zero"),
                                                   bulk[1]: ("done", 6, None)}
 
@@ -129,9 +129,9 @@ def test_a_retry_is_the_second_attempt_in_the_trace_psql_gave_the_task(db, calcu
     calc = calculators(num_processes=1, calculation_timeout=60, **lowered(otlp.env()))
     task_id = db.execute("INSERT INTO tasks (expression, trace_context) VALUES (%s, %s) RETURNING id",
                          (SLOW, parent)).fetchone()[0]
-    wait_for(lambda: f"claimed ids={task_id} traces={trace_id}:{task_id}" in calc.log(),
+    wait_for(lambda: f"claimed ids={task_id} traces={trace_id}:{task_id}" in calc.log(), timeout=30,
              message="the claim, with the trace id in its log line")
-    victim = wait_for(calc.busy_evaluator_pids, message="the task to be calculated")[0]
+    victim = wait_for(calc.busy_evaluator_pids, timeout=30, message="the task to be calculated")[0]
     os.kill(victim, signal.SIGKILL)
     assert wait_done(db, [task_id], timeout=60)[task_id] == ("done", 300000.0, None)
     spans = otlp.wait(lambda spans: task_spans(spans, task_id, "store"), message="the store span")

@@ -41,6 +41,8 @@ class Task:
     # W3C traceparent stored with it (sql/015), if any: worker/tracing.py.
     attempt: int = 1
     trace_context: str | None = None
+    # That traceparent read once, for the task's spans (worker/tracing.py).
+    trace_parent: Any = None
 
 
 @dataclass(eq=False)

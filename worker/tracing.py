@@ -42,7 +42,8 @@ def start() -> None:
     it is configured in a way it cannot serve)."""
     global TRACING
     if TRACING is None and tracing.enabled():
-        TRACING = Tracing(tracing.tracer_provider("calculator"))
+        TRACING = Tracing(*tracing.tracer_provider(
+            "calculator", {"service.instance.id": f"{socket.gethostname()}:{os.getpid()}"}))
         # The evaluation processes are forks of the Calculator: the SDK's
         # batch processor restarts its export thread in each (at fork), where
         # it has nothing to export but would wake up with every
@@ -52,10 +53,18 @@ def start() -> None:
 
 
 def _not_in_a_child() -> None:
+    """Let the export thread of a fork end, touching nothing else: no
+    provider.shutdown(), whose exporter would take locks (its HTTP session's)
+    that the Calculator's export thread may have held at the fork, for ever
+    in the child. The batch processor's own flag and event, set as its
+    shutdown() sets them (opentelemetry-sdk is pinned: requirements-otel.txt)."""
     global TRACING
     if TRACING is not None:
-        provider, TRACING = TRACING.provider, None
-        provider.shutdown()  # ends the thread; its queue was emptied at the fork
+        processor, TRACING = TRACING.processor, None
+        batch = getattr(processor, "_batch_processor", None)
+        if batch is not None and hasattr(batch, "_worker_awaken"):
+            batch._shutdown = True
+            batch._worker_awaken.set()
 
 
 def stop() -> None:
@@ -96,24 +105,28 @@ def traces_of_ids(pairs: Iterable[tuple[int, str | None]]) -> str:
 # --- spans ----------------------------------------------------------------
 
 class Tracing:
-    def __init__(self, provider):
+    def __init__(self, provider, processor):
         from opentelemetry.trace import SpanKind, Status, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-        self.provider = provider
+        self.provider, self.processor = provider, processor
         self.tracer = provider.get_tracer("calculator-service.calculator")
         self._extract = TraceContextTextMapPropagator().extract
         self._kind = SpanKind.INTERNAL
         self._error = lambda message: Status(StatusCode.ERROR, message)
-        self._calculator = f"{socket.gethostname()}:{os.getpid()}"
 
-    def _span(self, name: str, traceparent: str, task_id: int, attempt: int | None,
+    def _parent(self, task):
+        """The task's stored context, read once (its three spans share it)."""
+        if task.trace_parent is None:
+            task.trace_parent = self._extract({"traceparent": task.trace_context})
+        return task.trace_parent
+
+    def _span(self, name: str, parent, task_id: int, attempt: int | None,
               start_ns: int, end_ns: int, error: str | None = None, **attributes) -> None:
         attributes[ID] = task_id
         if attempt is not None:
             attributes[ATTEMPT] = attempt
-        attributes["calculator.instance"] = self._calculator
-        span = self.tracer.start_span(name, context=self._extract({"traceparent": traceparent}),
-                                      kind=self._kind, attributes=attributes, start_time=start_ns)
+        span = self.tracer.start_span(name, context=parent, kind=self._kind, attributes=attributes,
+                                      start_time=start_ns)
         if error is not None:
             span.set_status(self._error(error))
         span.end(end_time=end_ns)
@@ -121,10 +134,10 @@ class Tracing:
     def claimed(self, tasks, given_up, start_ns: int, end_ns: int) -> None:
         for task in tasks:
             if task.trace_context is not None:
-                self._span("claim", task.trace_context, task.id, task.attempt, start_ns, end_ns,
+                self._span("claim", self._parent(task), task.id, task.attempt, start_ns, end_ns,
                            task.problem)
         for task_id, traceparent in given_up.trace_contexts.items():
-            self._span("claim", traceparent, task_id, None, start_ns, end_ns,
+            self._span("claim", self._extract({"traceparent": traceparent}), task_id, None, start_ns, end_ns,
                        "gave up: every claim of the task ended without an outcome")
 
     def evaluated(self, task, seconds: float, error: str | None = None, killed: str | None = None) -> None:
@@ -134,7 +147,7 @@ class Tracing:
             return
         end = time.time_ns()
         attributes = {"calculator.task.killed": killed} if killed else {}
-        self._span("evaluate", task.trace_context, task.id, task.attempt, end - int(seconds * 1e9), end,
+        self._span("evaluate", self._parent(task), task.id, task.attempt, end - int(seconds * 1e9), end,
                    error, **attributes)
 
     def stored(self, outcomes, stored: set, locked: set, start_ns: int, end_ns: int) -> None:
@@ -142,12 +155,13 @@ class Tracing:
             task = outcome.task
             if task.trace_context is None:
                 continue
+            parent = self._parent(task)
             if task.id in stored:
-                self._span("store", task.trace_context, task.id, task.attempt, start_ns, end_ns,
+                self._span("store", parent, task.id, task.attempt, start_ns, end_ns,
                            **{"calculator.task.status": "error" if outcome.error is not None else "done"})
             elif task.id in locked:
-                self._span("store", task.trace_context, task.id, task.attempt, start_ns, end_ns,
+                self._span("store", parent, task.id, task.attempt, start_ns, end_ns,
                            **{"calculator.task.held_back": True})
             else:
-                self._span("store", task.trace_context, task.id, task.attempt, start_ns, end_ns,
+                self._span("store", parent, task.id, task.attempt, start_ns, end_ns,
                            "stale: another Calculator holds or finished the task")
