@@ -143,6 +143,11 @@ def test_a_retry_is_the_second_attempt_in_the_trace_psql_gave_the_task(db, calcu
     (died,) = [s for s in spans if s.name == "evaluate" and s.status_code == 2]
     assert "died" in died.status_message
     assert f"task={task_id} trace_id={trace_id}" in calc.log()  # "evaluation process died ... task=N"
+    # The evaluation processes (forks of a tracing Calculator) run no export thread of their own.
+    children = calc.evaluator_pids()
+    assert children
+    wait_for(lambda: all(len(os.listdir(f"/proc/{pid}/task")) == 1 for pid in children),
+             message="the evaluation processes to be single-threaded")
 
 
 def test_a_traceparent_that_is_not_one_is_refused_by_the_database(db):
