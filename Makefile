@@ -4,11 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-otel.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv test run reset migrate docs bench bench-held bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
+.PHONY: help venv test run reset migrate key docs bench bench-held bench-http bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
 
 help:
 	@echo "make run      PostgreSQL (data kept in .run/pgdata), migrations, API on :\$${PORT:-5000}, Calculators"
 	@echo "make reset    wipe the database make run keeps"
+	@echo "make key NAME=alice [ADMIN=1]  an API key in the database of the running make run (AUTH=required)"
 	@echo "make test     run the test suite against a real PostgreSQL (PG=embedded: on the embedded one)"
 	@echo "make migrate  apply migrations to DATABASE_URL"
 	@echo "make chaos    the long chaos run (5,000 expressions under faults)"
@@ -17,6 +18,7 @@ help:
 	@echo "make bench-held   the queue beside a held snapshot and a pg_dump loop, and the raw SQL loop beside it"
 	@echo "make bench-growth / bench-steady  costs with 0/1M/5M finished rows; table size under load with a short retention"
 	@echo "make bench-servers  the API under gunicorn gthread, gunicorn gevent and granian, with wrk"
+	@echo "make bench-http     the front door's targets: POST and GET vs pgbench, submit->result vs SQL (needs wrk)"
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
 	@echo "make docs     README.md, docs/ and BENCHMARKS.md as a static site in site/ (MkDocs, in .venv-docs)"
 
@@ -36,6 +38,12 @@ test: venv
 run: venv
 	@$(PY) -m tools.pgbinaries ensure --unless-set DATABASE_URL --data-dir "$${RUN_DIR:-.run}/pgdata"
 	$(PY) -m tools.run_local
+
+# An API key in the database `make run` started (python -m api.keys finds it;
+# DATABASE_URL for another database). No venv step: make run made it.
+key:
+	@test -n "$(NAME)" || { echo "make key: give the key a name: make key NAME=alice [ADMIN=1]" >&2; exit 2; }
+	$(PY) -m api.keys create "$(NAME)" $(if $(ADMIN),--admin)
 
 reset: venv
 	$(PY) -m tools.run_local --reset
@@ -73,6 +81,11 @@ bench: venv
 bench-held: venv
 	@$(PY) -m tools.pgbinaries ensure
 	$(PY) -m bench.held
+
+# Needs wrk (apt-get install -y wrk) and PostgreSQL's pgbench (postgresql-contrib).
+bench-http: venv
+	@$(PY) -m tools.pgbinaries ensure
+	$(PY) -m bench.http_targets
 
 bench-growth: venv
 	$(PY) -m bench.growth

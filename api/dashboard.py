@@ -152,7 +152,13 @@ def tasks_fragment():
 
 @blueprint.get("/dashboard/task/<task_id>")
 def task_fragment(task_id: str):
-    number = parse_expression_id(task_id)
+    try:
+        number = parse_expression_id(task_id)
+    except BadRequest as error:
+        if error.status != 404:
+            raise
+        # An id past bigint: no such task, answered as the fragment the page shows.
+        return render_template("task_detail.html", **_context(detail=None, detail_id=task_id.lstrip("0"))), 404
     detail = task_detail(number)
     html = render_template("task_detail.html", **_context(detail=detail, detail_id=number))
     return html, (200 if detail is not None else 404)

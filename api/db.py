@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Callable, Iterator
+from typing import Iterator
 
 import psycopg
 from flask import Flask, current_app
@@ -60,8 +60,12 @@ class _Pool(ConnectionPool):
 
 
 class Database:
-    def __init__(self, url: str, min_size: int, max_size: int, timeout: float):
+    def __init__(self, url: str, min_size: int, max_size: int, timeout: float,
+                 prepared_statements: bool = True, pooler: str = "none"):
         self.url = url
+        self.prepared_statements = prepared_statements
+        # Behind a pooler in transaction mode, a pipeline carries one Sync.
+        self.one_sync_per_round_trip = pooler != "none"
         self.min_size, self.max_size, self.timeout = min_size, max_size, timeout
         self.down_since: float | None = None
         self._last_probe = 0.0
@@ -90,6 +94,8 @@ class Database:
                 "autocommit": True,
                 "application_name": "calculator-api",
                 "connect_timeout": max(1, round(self.timeout)),
+                # None: no server-side prepared statements at all (behind PgBouncer).
+                **({} if self.prepared_statements else {"prepare_threshold": None}),
             },
             open=False,
             name="calculator-api",
@@ -202,7 +208,8 @@ class Database:
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.extensions["pool"] = Database(app.config["DATABASE_URL"], settings.pool_min_size,
-                                      settings.pool_max_size, settings.db_timeout)
+                                      settings.pool_max_size, settings.db_timeout,
+                                      settings.prepared_statements, settings.pooler)
     if app.config["CHECK_SCHEMA"]:
         with connect(app.config["DATABASE_URL"], application_name="calculator-api") as conn:
             check_schema(conn)
@@ -223,38 +230,18 @@ def notify_tasks_inserted(conn: psycopg.Connection) -> None:
     try:
         conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
     except psycopg.Error as error:
-        _notify_failed(error)
+        notify_failed(error)
 
 
-def _notify_failed(error: psycopg.Error) -> None:
+def notify_failed(error: psycopg.Error) -> None:
     log.warning("could not notify the Calculators (%s); the fallback poll will find the task",
                 error_summary(error))
 
 
-def insert_then_notify(conn: psycopg.Connection, insert: Callable[[psycopg.Connection], psycopg.Cursor]):
-    """insert(conn) sends an INSERT and returns its cursor; committed, it is
-    followed by notify_tasks_inserted's NOTIFY, both in one round trip (a
-    pipeline). The INSERT's error is raised; the NOTIFY's is logged (the
-    task is in, the next poll finds it). Returns the INSERT's cursor, read."""
-    cursor = None
-    try:
-        with conn.pipeline() as pipeline:
-            cursor = insert(conn)
-            end_transaction(pipeline)
-            conn.execute(NOTIFY_TASKS_INSERTED, prepare=True)
-    except psycopg.Error as error:
-        # A failed statement leaves its cursor without a result; an error
-        # after a successful INSERT is the NOTIFY's.
-        if cursor is None or cursor.pgresult is None:
-            raise
-        _notify_failed(error)
-    return cursor
-
-
 def end_transaction(pipeline: psycopg.Pipeline) -> None:
     """In a pipeline, end the implicit transaction of what was sent so far
-    without waiting for its results: the insert and the NOTIFY after it then
-    travel in one round trip and still commit separately (see
+    without waiting for its results: the inserts and the NOTIFY after them
+    then travel in one round trip (api/group_commit.py) and still commit separately (see
     notify_tasks_inserted). psycopg offers this only as Pipeline.sync(), which
     waits for the results (a round trip); its private _enqueue_sync() sends
     the Sync alone. Without it (another psycopg), sync() is still correct."""

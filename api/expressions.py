@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request
 
 from api import admission, tracing
 from api.auth import caller
-from api.db import connection, insert_then_notify, notify_tasks_inserted
+from api.db import connection, notify_tasks_inserted
+from api.group_commit import Member
 from api.errors import BadRequest
 from api.idempotency import idempotency_key, submit_once
 from api.request_body import batch, json_object
 from api.result_waiter import wait_for_outcome, wait_for_outcomes
+from core.parse_cache import ParseCache
 from core.expression import (ExpressionError, check_variable_names, check_variables,
                              compile_expression, json_type, variables_to_json)
 
@@ -34,6 +36,8 @@ SELECT_OUTCOMES = ("SELECT id, status, result, error FROM tasks "
 # An id not in tasks: deleted by retention (410) or never issued (404).
 SELECT_RETENTION = "SELECT purged_through, kept_for FROM task_retention"
 MAX_BIGINT = 2**63 - 1
+# Bounded in bytes (core/parse_cache.py): at most this much per API process.
+_CHECKED = ParseCache(8 * 1024 * 1024)
 IDS = re.compile(r"0*[1-9][0-9]*(,0*[1-9][0-9]*)*")  # as api/openapi.json says
 
 
@@ -43,30 +47,54 @@ def checked_submission(item) -> tuple[str, str]:
     variables = item.get("variables", {})
     # Names first: with a variable named sin, "sin*2" is about the name.
     check_variable_names(variables, limits.max_variables)
-    compiled = compile_expression(item["expression"], limits.max_expression_length)
+    compiled = _compiled(item["expression"], limits.max_expression_length)
     variables = check_variables(compiled, variables, limits.max_variables)
     return item["expression"], variables_to_json(variables)
 
 
-def _store(body: dict, insert, items: int) -> tuple[list[int], bool]:
-    """Run insert(conn, trace_context), which sends the INSERT and returns
-    its cursor, at most once per Idempotency-Key: (ids, in the items' order;
-    created). A submission past the key's limits is a 429 and inserts
-    nothing. trace_context: the traceparent stored with the tasks (None
-    without tracing: api/tracing.py)."""
+def _compiled(text, max_length: int):
+    """compile_expression, once per distinct expression in this process (the
+    parse was a fifth of a POST's CPU, BENCHMARKS.md "Where a request's CPU goes")."""
+    if not isinstance(text, str):
+        return compile_expression(text, max_length)  # its 400 says what it is instead
+    compiled, error = _CHECKED.get(text, max_length)
+    if error is not None:
+        raise ExpressionError(error)
+    return compiled
+
+
+def _store(body: dict, accepted: list[tuple[str, str]]) -> tuple[list[int], bool]:
+    """Insert the accepted items at most once per Idempotency-Key: (ids, in
+    the items' order; created). Without a key the submission joins this
+    process's group commit (api/group_commit.py); with one it has its own
+    transaction. A submission past the key's limits is a 429 and inserts
+    nothing. With tracing, the insert has a span of its own, whose traceparent
+    is stored with the tasks (api/tracing.py)."""
     key = idempotency_key()
     who = caller()
+    items = len(accepted)
     admission.check_fits(items)
     try:
-        with tracing.insert_span(items) as span, connection() as conn:
+        with tracing.insert_span(items) as span:
             if key is None:
-                ids, created = admission.inserted_ids(
-                    insert_then_notify(conn, lambda c: insert(c, span.traceparent))), True
-            else:
-                ids, created = submit_once(conn, key, body,
-                                           lambda c: admission.inserted_ids(insert(c, span.traceparent)),
-                                           who.owner, admission.Refused)
-                if created:
+                member = Member(accepted, admission.limit_parameters(who, items), span.traceparent)
+                ids = current_app.extensions["group_commit"].submit(member)
+                span.inserted(ids, True)
+                return ids, True
+
+            # Behind PgBouncer the NOTIFY goes in the insert's own transaction
+            # (it reads the session: docs/operations.md, "Many API processes behind PgBouncer").
+            pooled = current_app.extensions["pool"].one_sync_per_round_trip
+
+            def insert(conn):
+                ids = admission.inserted_ids(admission.insert_many(conn, who, accepted, span.traceparent))
+                if pooled:
+                    notify_tasks_inserted(conn)
+                return ids
+
+            with connection() as conn:
+                ids, created = submit_once(conn, key, body, insert, who.owner, admission.Refused)
+                if created and not pooled:
                     notify_tasks_inserted(conn)
             span.inserted(ids, created)
         return ids, created
@@ -85,14 +113,11 @@ def _accepted(payload: dict, created: bool):
 @blueprint.post("/expression")
 def submit_expression():
     body = json_object(required={"expression"}, optional={"variables"})
-    expression, variables = checked_submission(body)
-
-    def insert(conn, trace_context):
-        return admission.insert_one(conn, caller(), expression, variables, trace_context)
-
-    (task_id,), created = _store(body, insert, 1)
+    (task_id,), created = _store(body, [checked_submission(body)])
     response = _accepted({"expression_id": task_id}, created)
-    response.headers["Location"] = url_for("expressions.get_result", expression_id=task_id)
+    # What url_for("expressions.get_result", ...) builds, without the URL
+    # map (4% of a POST's CPU).
+    response.headers["Location"] = f"{request.script_root}/api/result/{task_id}"
     return response
 
 
@@ -112,10 +137,7 @@ def submit_expressions():
         response.status_code = 400
         return response
 
-    def insert(conn, trace_context):
-        return admission.insert_many(conn, caller(), accepted, trace_context)
-
-    ids, created = _store(body, insert, len(accepted))
+    ids, created = _store(body, accepted)
     return _accepted({"expression_ids": ids}, created)
 
 
@@ -140,9 +162,12 @@ def get_result(expression_id: str):
         with connection() as conn:
             return conn.execute(SELECT_OUTCOME, {"id": task_id, "only": only}, prepare=True).fetchone()
 
-    row = read_outcome()
-    if row is not None and row[0] == "pending" and wait > 0:
+    if wait > 0:
+        # Registered first, then read: one read when the outcome is already
+        # there, and nothing stored in between is missed.
         row = wait_for_outcome(current_app.extensions["result_waiter"], task_id, wait, read_outcome)
+    else:
+        row = read_outcome()
     if row is None:
         raise missing(task_id)
     response = jsonify(outcome_json(task_id, *row))
@@ -199,6 +224,8 @@ def get_results():
 
 
 def _wait_seconds() -> float:
+    if not request.query_string:
+        return 0.0  # the common case, without parsing the arguments
     raw = request.args.get("wait")
     if raw is None:
         return 0.0
@@ -241,7 +268,10 @@ def missing(task_id: int) -> BadRequest:
 
 
 def expired_message(task_id: int, kept_for) -> str:
-    kept = f"results are kept for {human_duration(kept_for)}" if kept_for else "its result was deleted"
+    # kept_for: the retention every deletion so far was made under (sql/012),
+    # NULL when they differed: then no figure, rather than a wrong one.
+    kept = (f"results are kept for {human_duration(kept_for)}" if kept_for
+            else "its result was deleted by the retention of finished results")
     return f"expression {task_id} expired: {kept}"
 
 

@@ -12,13 +12,16 @@ is random, not a password a person chose, so there is nothing to guess.
 
 The command connects with DATABASE_URL (or the PG* variables) as a role that
 may write api_keys: the database's owner, the one migrations run as. The
-API's own role may only read the table.
+API's own role may only read the table. With neither set, it uses the
+database of a running `make run` of this checkout (`make key NAME=alice`),
+or else libpq's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import secrets
 import sys
@@ -31,6 +34,9 @@ from core.settings import database_url
 PREFIX = "calc"
 _KEY = re.compile(r"calc_([1-9][0-9]{0,18})_([A-Za-z0-9_-]{43})")
 NAME_RULE = "1 to 64 characters: letters, digits and . _ @ -, starting with a letter or digit"
+# One rule for names everywhere: compared without case (Carol is carol), when a
+# key is created (the unique index on lower(name)) and when one is revoked.
+CASE_RULE = "names are compared without case"
 
 
 def secret_sha256(secret: str) -> bytes:
@@ -58,9 +64,10 @@ def create_key(conn: psycopg.Connection, name: str, admin: bool = False) -> str:
 
 
 def revoke_key(conn: psycopg.Connection, name: str, cancel_pending: bool = False) -> int | None:
-    """Revoke the live key of that name: None if there is none, else how many
-    of its unfinished tasks were cancelled (with cancel_pending; else 0: they
-    are still calculated, and admin keys still see them)."""
+    """Revoke the live key of that name (compared without case): None if there
+    is none, else how many of its unfinished tasks were cancelled (with
+    cancel_pending; else 0: they are still calculated, and admin keys still
+    see them)."""
     with conn.transaction():
         row = conn.execute(load_query("revoke_api_key"), {"name": name}).fetchone()
         if row is None:
@@ -87,8 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("--cancel-pending", action="store_true",
                         help="also cancel its unfinished tasks (else they are still calculated)")
     args = parser.parse_args(argv)
+    url = database_url()
+    if not url and not os.environ.get("PGHOST"):
+        try:
+            from tools.run_local import running_database_url
+        except ImportError:  # the Docker image has no tools/ (nor `make run`)
+            running_database_url = lambda: None  # noqa: E731
+        url = running_database_url() or ""
+        if url:
+            print("using the database of `make run` (set DATABASE_URL for another one)", file=sys.stderr)
     try:
-        with connect(database_url(), autocommit=True, application_name="calculator-keys") as conn:
+        with connect(url, autocommit=True, application_name="calculator-keys") as conn:
             return _run(conn, args)
     except psycopg.errors.InsufficientPrivilege:
         print("error: this database role may not manage keys; run as the database's owner "
@@ -104,7 +120,10 @@ def _run(conn: psycopg.Connection, args) -> int:
         try:
             key = create_key(conn, args.name, args.admin)
         except psycopg.errors.UniqueViolation:
-            print(f"error: a live key named {args.name!r} exists; revoke it first or pick another name",
+            live = conn.execute("SELECT name FROM api_keys WHERE lower(name) = lower(%s) AND revoked_at IS NULL",
+                                (args.name,)).fetchone()
+            same = "" if live is None or live[0] == args.name else f" ({live[0]!r}: {CASE_RULE})"
+            print(f"error: a live key named {args.name!r} exists{same}; revoke it first or pick another name",
                   file=sys.stderr)
             return 1
         except psycopg.errors.CheckViolation:
@@ -117,7 +136,7 @@ def _run(conn: psycopg.Connection, args) -> int:
     if args.command == "revoke":
         cancelled = revoke_key(conn, args.name, args.cancel_pending)
         if cancelled is None:
-            print(f"error: no live key named {args.name!r}", file=sys.stderr)
+            print(f"error: no live key named {args.name!r} ({CASE_RULE})", file=sys.stderr)
             return 1
         print(f"revoked key {args.name!r}" + (f"; cancelled {cancelled} unfinished tasks"
                                               if args.cancel_pending else ""), file=sys.stderr)

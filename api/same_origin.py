@@ -31,9 +31,23 @@ def refuse_cross_origin():
     origin = request.headers.get("Origin")
     if origin is None:
         return None
-    if origin == "null" or urlsplit(origin).netloc.lower() != request.host.lower():
+    if origin == "null" or _origin(origin) != _origin(request.host_url):
         return _refused(f"a page of {origin[:100]!r}")
     return None
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None if malformed.
+    An origin is all three: http://localhost:5000 is not https://localhost:5000."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").rstrip("."), parts.port or DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return None
 
 
 def _refused(source: str):

@@ -91,6 +91,35 @@ def http_latency(url: str, conn: psycopg.Connection, api_base: str, rate: float,
     return {"client": percentiles(client_ms), "database": percentiles(database_latencies_ms(conn))}
 
 
+def sql_client_latency(url: str, conn: psycopg.Connection, rate: float, seconds: float,
+                       **settings) -> dict:
+    """http_latency's counterpart from a SQL client (what a psql session
+    would do at best): on one connection that LISTENs on results_stored,
+    INSERT ... RETURNING id, wait for the notification naming the id, then
+    SELECT the outcome; timed by the client like http_latency."""
+    reset(conn)
+    calc = start_calculator(url, **settings)
+    client_ms = []
+    try:
+        with psycopg.connect(url, autocommit=True) as client:
+            client.execute("LISTEN results_stored")
+            for _ in paced(rate, seconds):
+                started = time.perf_counter()
+                task_id = client.execute("INSERT INTO tasks (expression, variables) VALUES (%s, %s) RETURNING id",
+                                         (JOB, json.dumps(JOB_VARIABLES)), prepare=True).fetchone()[0]
+                for notify in client.notifies(timeout=5):
+                    if notify.payload == "*" or str(task_id) in notify.payload.split(","):
+                        break
+                status, = client.execute("SELECT status FROM tasks WHERE id = %s", (task_id,),
+                                         prepare=True).fetchone()
+                assert status == "done", status
+                client_ms.append((time.perf_counter() - started) * 1000)
+        wait_drained(conn)
+    finally:
+        calc.stop()
+    return {"client": percentiles(client_ms), "database": percentiles(database_latencies_ms(conn))}
+
+
 # --- the floor: the least a Python process can do for this work ------------
 
 def raw_loop_latency(url: str, conn: psycopg.Connection, rate: float, seconds: float) -> dict:

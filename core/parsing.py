@@ -80,7 +80,7 @@ _DIGITS = r"[0-9](?:_?[0-9])*"
 _NUMBER = re.compile(
     r"0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+"
     rf"|(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][-+]?{_DIGITS})?")
-_LEADING_ZERO = re.compile(r"0+[1-9_]")
+_LEADING_ZERO = re.compile(r"0[0_]*[1-9]")  # as Python: 0_0 and 00 are 0, 0_1 and 007 are refused
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 
 _NUMBER_FIRST_CHARACTERS = frozenset("0123456789.")

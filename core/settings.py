@@ -222,6 +222,21 @@ class ApiSettings:
     limits: ExpressionLimits = ExpressionLimits()
     auth: str = "off"                     # "required": every /api/* request needs a key
     key_limits: KeyLimits = KeyLimits(0, 0.0, 0.0)
+    # DATABASE_URL leads to a pooler in transaction mode (PgBouncer): every
+    # round trip ends its transaction at one Sync (PgBouncer 1.18 mixed up
+    # the results of pipelines with several), and prepared statements are
+    # off unless PREPARED_STATEMENTS=on (PgBouncer >= 1.21 with
+    # max_prepared_statements). docs/operations.md, "Many API processes behind PgBouncer".
+    pooler: str = "none"
+    # Concurrent submissions of one process share a transaction (api/group_commit.py);
+    # "off" only to compare (make bench-http).
+    group_commit: bool = True
+    prepared_statements: bool = True
+    # Host names this API answers to (the Host header; "*": any). Any other
+    # name is refused with 400 on every route: a DNS-rebinding page that
+    # points its own name at this server cannot use it. Default: the names
+    # `make run` serves on.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ApiSettings":
@@ -232,6 +247,7 @@ class ApiSettings:
         max_batch = _number(environ, "MAX_BATCH", cls.max_batch, minimum=1)
         return cls(
             auth=auth,
+            allowed_hosts=_host_names(environ, "ALLOWED_HOSTS", cls.allowed_hosts),
             key_limits=KeyLimits.from_env(environ, auth, max_batch),
             max_wait=_number(environ, "RESULT_MAX_WAIT", cls.max_wait, float, minimum=0),
             max_batch=_number(environ, "MAX_BATCH", cls.max_batch, minimum=1),
@@ -240,7 +256,25 @@ class ApiSettings:
             pool_max_size=_number(environ, "POOL_MAX_SIZE", cls.pool_max_size, minimum=1),
             db_timeout=_number(environ, "DB_TIMEOUT", cls.db_timeout, float, minimum=0.1),
             limits=ExpressionLimits.from_env(environ),
+            group_commit=_choice(environ, "GROUP_COMMIT", "on", ("on", "off")) == "on",
+            pooler=(pooler := _choice(environ, "DATABASE_POOLER", cls.pooler, ("none", "transaction"))),
+            prepared_statements=_choice(environ, "PREPARED_STATEMENTS", "on" if pooler == "none" else "off",
+                                        ("on", "off")) == "on",
         )
+
+
+def _host_names(environ: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated host names (IPv6 addresses with or without brackets), or "*"."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    names = tuple(part.strip().lower().removeprefix("[").removesuffix("]")
+                  for part in raw.split(",") if part.strip())
+    for host in names:
+        if host != "*" and ("/" in host or " " in host or (":" in host and host.count(":") < 2)):
+            raise SettingsError(f"{name} is a comma-separated list of host names without ports "
+                                f"(or *), got {raw!r}")
+    return names
 
 
 def _milliseconds(seconds: float) -> str:
@@ -250,3 +284,10 @@ def _milliseconds(seconds: float) -> str:
 def database_url(environ: Mapping[str, str] = os.environ) -> str:
     """DATABASE_URL, or "" so that libpq reads the PG* variables."""
     return environ.get("DATABASE_URL", "")
+
+
+def listen_database_url(environ: Mapping[str, str] = os.environ) -> str:
+    """LISTEN_DATABASE_URL: where the API's LISTEN connection (?wait=, the
+    keys' cache) goes; a direct connection to PostgreSQL when DATABASE_URL
+    goes through a pooler in transaction mode. Unset: DATABASE_URL."""
+    return environ.get("LISTEN_DATABASE_URL") or database_url(environ)

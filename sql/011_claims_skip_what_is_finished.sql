@@ -34,8 +34,9 @@ COMMENT ON SEQUENCE tasks_queue_head IS
 
 -- The queue's head: the place of its oldest pending task (claimed or not),
 -- found by walking tasks_pending_fair from the low-water mark, which then
--- moves up to it; when nothing is pending, the next id (a row inserted now
--- without an owner would stand there). The walk visits what finished
+-- moves up to it; when nothing is pending from the mark on, the next id (a
+-- row inserted now without an owner would stand there), which may move the
+-- mark back. The walk visits what finished
 -- between the mark and the head since the last walk: the mark follows the
 -- head as the inserts that need it ask.
 CREATE FUNCTION queue_head() RETURNS bigint
@@ -48,9 +49,12 @@ BEGIN
     WHERE t.finished_at IS NULL AND (coalesce(t.fair_round, t.id), t.id) >= (low, -9223372036854775808)
     ORDER BY coalesce(t.fair_round, t.id), t.id LIMIT 1;
     IF head IS NULL THEN
-        head := greatest(low, coalesce((SELECT t.id + 1 FROM tasks t ORDER BY t.id DESC LIMIT 1), 1));
+        -- Nothing pending from the mark on: the next id, even when the mark
+        -- stood past it (the ids restarted, or someone set the sequence):
+        -- a lower mark only makes the next walk start earlier.
+        head := coalesce((SELECT t.id + 1 FROM tasks t ORDER BY t.id DESC LIMIT 1), 1);
     END IF;
-    IF head > low THEN
+    IF head <> low THEN
         PERFORM setval('tasks_queue_head', head);
     END IF;
     RETURN head;

@@ -29,8 +29,21 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
+CHROMIUM_INSTALL = "apt-get install chromium chromium-driver, or set CHROMIUM and CHROMEDRIVER"
+
+
+def running_in_ci(environ=os.environ) -> bool:
+    return environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 def pytest_sessionstart(session):
-    """Without a server to test against, say what to install in one line."""
+    """Without a server to test against, say what to install in one line.
+    In CI (CI=true) a missing Chromium fails the run: the browser tests must
+    not be dropped unnoticed by a CI that skipped .ci/run's install step."""
+    from tests.browser import find_chromium
+    if running_in_ci() and find_chromium() is None:
+        pytest.exit(f"CI=true but no Chromium for the browser tests: {CHROMIUM_INSTALL} "
+                    "(.ci/run installs it)", returncode=2)
     if not os.environ.get("TEST_DATABASE_URL"):
         try:
             choose_server()
@@ -50,8 +63,7 @@ def pytest_report_header(config):
         except PostgresError:
             pass
     if find_chromium() is None:
-        lines.append("browser tests: NOT RUN, no Chromium found "
-                     "(apt-get install chromium chromium-driver, or set CHROMIUM and CHROMEDRIVER)")
+        lines.append(f"browser tests: NOT RUN, no Chromium found ({CHROMIUM_INSTALL})")
     else:
         lines.append("browser tests: with {} and {}".format(*find_chromium()))
     return lines

@@ -15,7 +15,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
-from tests.browser import Chromium
+from tests.browser import Chromium, csp_violations
 from tests.support import insert
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,6 +26,15 @@ def chromium():
     browser = Chromium()
     yield browser.driver
     browser.quit()
+
+
+@pytest.fixture(autouse=True)
+def page_keeps_its_content_security_policy(chromium):
+    """Every test here runs under the page's Content-Security-Policy
+    (api/security_headers.py): the browser must report no violation."""
+    csp_violations(chromium)
+    yield
+    assert csp_violations(chromium) == []
 
 
 @pytest.fixture
@@ -189,3 +198,14 @@ def test_with_keys_the_browser_signs_in_with_an_admin_key(chromium, api_url, db,
     finally:
         app.extensions["result_waiter"].close()
         app.extensions["pool"].close()
+
+
+def test_the_page_is_under_its_content_security_policy(chromium, site):
+    """The check above can fail: a script the page did not ship is refused
+    and reported (the framing headers: tests/test_web_security.py)."""
+    _, base = site
+    chromium.get(base + "/")
+    chromium.execute_script("const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+                            "document.body.appendChild(s);")
+    assert chromium.execute_script("return window.injected") is None
+    assert any("inline script" in message for message in csp_violations(chromium))

@@ -38,10 +38,10 @@ def test_a_running_runaway_is_killed_within_a_second_and_never_gets_an_outcome(c
     calc = calculators(calculation_timeout=60, num_processes=1)
     task_id = insert(db, RUNAWAY)
     busy = wait_for(lambda: calc.busy_evaluator_pids(), timeout=15, message="the runaway to be running")
-    cancelled_at = time.monotonic()
     assert client.post(f"/api/result/{task_id}/cancel").status_code == 200
     wait_for(lambda: busy[0] not in calc.evaluator_pids(), timeout=5, message="its process to be killed")
-    assert time.monotonic() - cancelled_at < 1.5, "killed within about a second"
+    # At once, on the notification (not by the check every second): the log says which.
+    assert f"cancelled ids={task_id}: dropped (notified)" in calc.log()
     wait_for(lambda: len(calc.evaluator_pids()) == 1, message="a replacement process")
     quick = insert(db, "6*7")
     assert wait_done(db, [quick])[quick] == ("done", 42, None), "the Calculator goes on with a new process"
@@ -56,9 +56,8 @@ def test_a_missed_notification_is_made_up_for_by_the_check_every_second(db, calc
     busy = wait_for(lambda: calc.busy_evaluator_pids(), timeout=15, message="the runaway to be running")
     # Cancelled without cancel_tasks(): no notification.
     db.execute("UPDATE tasks SET status = 'cancelled', finished_at = now() WHERE id = %s", (task_id,))
-    cancelled_at = time.monotonic()
     wait_for(lambda: busy[0] not in calc.evaluator_pids(), timeout=5, message="its process to be killed")
-    assert time.monotonic() - cancelled_at < 2.5, "found by the check every second"
+    assert f"cancelled ids={task_id}: dropped (found by the check every second)" in calc.log()
     assert outcome(db, task_id) == ("cancelled", None, None)
 
 
@@ -112,16 +111,22 @@ def test_bulk_cancel_by_ids(client, db):
 def test_a_waiting_reader_is_woken_by_the_cancel(client, db, http_server):
     task_id = insert(db, "1")
     answers = {}
+    waiter = client.application.extensions["result_waiter"]
+    waiter.unregister(0, waiter.register(0))  # starts the listener
+    wait_for(lambda: waiter.listening, message="the result listener to listen")
     thread = threading.Thread(target=lambda: answers.update(
-        response=request(http_server, "GET", f"/api/result/{task_id}?wait=20")))
+        response=request(http_server, "GET", f"/api/result/{task_id}?wait=30")))
     thread.start()
-    wait_for(lambda: client.application.extensions["result_waiter"].waiting_count() >= 1,
-             message="the request to be waiting")
-    started = time.monotonic()
+    wait_for(lambda: waiter.waiting_count() >= 1, message="the request to be waiting")
+    # While the listener listens, a waiter re-reads its row only when woken
+    # (api/result_waiter.py): an answer long before ?wait=30 runs out is the
+    # notification's doing, whatever the machine's speed.
+    assert waiter.listening
     client.post(f"/api/result/{task_id}/cancel")
-    thread.join(20)
+    thread.join(15)
+    assert not thread.is_alive(), "not woken by the cancel"
+    assert waiter.listening, "the listener never stopped: no fallback re-read happened"
     assert answers["response"][0] == 200 and answers["response"][2]["status"] == "cancelled"
-    assert time.monotonic() - started < 0.9, "woken by the notification, not by the 1 s re-read"
 
 
 def test_the_fence_holds_a_late_result_for_a_cancelled_task_is_discarded(db, worker_url, api_url):

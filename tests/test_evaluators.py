@@ -59,3 +59,30 @@ def test_a_runaway_gets_its_timeout(pool):
                         message="the timeout")
     assert [(o.task, o.error) for o in outcomes] == [(runaway, "calculation timed out after 1 s")]
     assert pool.crashed == []
+
+
+def test_a_dead_child_s_batch_mates_are_not_blamed(pool):
+    """A child dies under the first task of its chunk: that task alone is
+    counted as crashed (its attempt stands); the others of the chunk, which it
+    never started, go to the new child and are answered, no attempt counted
+    against them (README: "no attempt counted")."""
+    culprit, mates = task(10, SLOW), [task(11, "1+1"), task(12, "2*3")]
+    pool.submit([culprit, *mates])
+    pool.dispatch()
+    evaluator = pool.evaluators[0]
+    assert [t.id for t in evaluator.chunk] == [10, 11, 12], "one chunk, one child"
+    wait_for(lambda: (evaluator.running() or (None,))[0] is culprit, message="the culprit to start")
+    os.kill(evaluator.process.pid, signal.SIGKILL)
+    evaluator.process.join(10)
+    assert pool.collect([evaluator.conn]) == []
+    assert pool.crashed == [culprit]
+    answered = {}
+
+    def answers():
+        pool.dispatch()
+        for outcome in pool.collect(pool.connections()):
+            answered[outcome.task.id] = (outcome.result, outcome.error)
+        return len(answered) == 2
+    wait_for(answers, timeout=20, message="the batch-mates' answers")
+    assert answered == {11: ("2", None), 12: ("6", None)}
+    assert pool.crashed == [culprit]

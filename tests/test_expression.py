@@ -384,3 +384,27 @@ def test_parsing_is_linear(make):
 ])
 def test_edges_python_computes(text, expected):
     assert calc(text) == expected
+
+
+@pytest.mark.parametrize("text, value", [("0_0", 0), ("00", 0), ("0_00", 0), ("0", 0), ("0_0 + 1", 1)])
+def test_zero_is_written_as_python_writes_it(text, value):
+    """0_0 and 00 are 0 in Python, as 0_1 and 007 are refused."""
+    assert calc(text) == value
+
+
+@pytest.mark.parametrize("text", ["0_1", "00_7", "0_0_1"])
+def test_a_leading_zero_before_a_digit_is_refused_underscores_or_not(text):
+    with pytest.raises(ExpressionError, match=f"leading zeros are not allowed in {text}"):
+        compile_expression(text, LIMIT)
+
+
+def test_every_intermediate_value_is_real():
+    """The rule the README states ("Every intermediate value is real"): where
+    Python would carry a complex number on (tan(-0.75°) ** -0.5 is complex,
+    and if() then picks x anyway), the service stops with the power's error."""
+    x = -0.75
+    assert isinstance(math.tan(math.radians(x)) ** -0.5, complex), "Python's own value is complex"
+    with pytest.raises(CalculationError, match=r"^math domain error in power \(the result would be complex\)$"):
+        calc("if(tand(x)^-0.5, x, 1)", x=x)
+    with pytest.raises(CalculationError, match="would be complex"):
+        calc("(-8) ** (1/3) * 0")

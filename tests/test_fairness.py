@@ -197,6 +197,7 @@ def test_the_claim_walks_the_fair_index_whatever_the_statistics_say(db, worker_u
     a fresh table, or an ANALYZE of a long history before a burst."""
     from core.database import load_query
     from core.settings import CalculatorSettings
+    from tests.plans import explain, index_scans
     db.execute("VACUUM ANALYZE tasks")
     if history:
         db.execute("INSERT INTO tasks (expression, status, result, finished_at) "
@@ -213,6 +214,7 @@ def test_the_claim_walks_the_fair_index_whatever_the_statistics_say(db, worker_u
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         for mode in ("force_custom_plan", "force_generic_plan"):
             conn.execute(f"SET plan_cache_mode = {mode}")
-            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query, params))
-            assert "Index Scan using tasks_pending_fair" in plan, plan
-            assert "rows=100 loops=1" in plan.split("Index Scan using tasks_pending_fair")[1].splitlines()[0], plan
+            plan = explain(conn, query, params)
+            scans = index_scans(plan, "tasks_pending_fair")
+            assert [s["Node Type"] for s in scans] == ["Index Scan"], plan
+            assert (scans[0]["Actual Rows"], scans[0]["Actual Loops"]) == (100, 1), plan

@@ -175,3 +175,18 @@ def test_the_queue_figures_do_not_walk_what_finished_beside_a_held_snapshot(db, 
             conn.execute(load_query("owner_stats"), {"owner": 1}).fetchone()[0]]))
     assert figures == [10, 7], "the queued tasks, everyone's and the key's"
     assert read <= 60, f"{read} index entries read"
+
+
+def test_a_low_water_mark_past_every_task_moves_back(db):
+    """The mark set past every id (the ids restarted, or a hand on the
+    sequence) moves back to the next id at the first look: keys' rounds and
+    the queue figures are those of the tasks there are."""
+    from core.database import load_query
+    db.execute("INSERT INTO api_keys (name, secret_sha256) VALUES ('a', sha256('a'))")
+    db.execute("SELECT setval('tasks_queue_head', 1000000000)")
+    db.execute("INSERT INTO tasks (expression, owner) SELECT '1', 1 FROM generate_series(1, 5)")
+    db.execute("INSERT INTO tasks (expression) VALUES ('2')")
+    assert db.execute("SELECT array_agg(fair_round ORDER BY id) FROM tasks WHERE owner = 1").fetchone()[0] \
+        == [1, 2, 3, 4, 5]
+    assert db.execute(load_query("queue_stats")).fetchone()[0] == 6
+    assert db.execute(load_query("owner_stats"), {"owner": 1}).fetchone()[0] == 5

@@ -58,3 +58,16 @@ def test_running_out_of_memory_while_parsing_is_not_a_parse_error_and_is_not_cac
     assert error == "'out of memory: the calculation needs too much memory'"
     assert entries == "0"
     assert ordinary == "('4', None)"
+
+
+def test_the_api_checks_each_distinct_expression_once_and_answers_the_same(client):
+    from api import expressions
+    text, bad = "x * 12345 + 678", "12345 +* 678"
+    answers = [client.post("/api/expression", json={"expression": e, "variables": {"x": 1}})
+               for e in (text, text, bad, bad)]
+    assert [a.status_code for a in answers] == [202, 202, 400, 400]
+    assert answers[2].json == answers[3].json and answers[2].json["msg"].startswith("parse error")
+    assert (text, 10_000) in expressions._CHECKED.entries and (bad, 10_000) in expressions._CHECKED.entries
+    # The variables are still checked on every request, cached expression or not.
+    missing = client.post("/api/expression", json={"expression": text})
+    assert missing.status_code == 400 and missing.json["msg"] == "missing values for x"

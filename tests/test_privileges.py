@@ -114,3 +114,22 @@ def test_the_worker_role_can_delete_old_finished_tasks_only_through_the_maintena
     with psycopg.connect(worker_url, autocommit=True) as conn:
         assert conn.execute("SELECT tasks_maintenance(interval '1 day', 10)").fetchone() == (1,)
     assert [row[0] for row in db.execute("SELECT id FROM tasks")] == [pending]
+
+
+@pytest.mark.parametrize("finished, statement", [
+    ("error", "UPDATE tasks SET error = 'forged'"),           # the message alone, on an error row
+    ("error", "UPDATE tasks SET id = id + 1000"),
+    ("done", "UPDATE tasks SET id = id + 1000"),              # any finished row's id
+    ("cancelled", "UPDATE tasks SET id = id + 1000"),
+])
+def test_an_error_row_s_message_and_a_finished_row_s_id_are_final(db, finished, statement):
+    """Each column the trigger (sql/009, sql/010) guards, changed alone, by
+    the schema owner (whom no privilege stops: only the trigger)."""
+    task_id = insert(db, "1/0")
+    db.execute("UPDATE tasks SET status = %s, error = CASE WHEN %s = 'error' THEN 'division by zero' END, "
+               "result = CASE WHEN %s = 'done' THEN '1'::jsonb END, finished_at = now() WHERE id = %s",
+               (finished, finished, finished, task_id))
+    before = db.execute("SELECT id, status, result, error FROM tasks").fetchall()
+    with pytest.raises(psycopg.errors.RestrictViolation, match=f"is finished \\({finished}\\)"):
+        db.execute(statement + " WHERE id = %s", (task_id,))
+    assert db.execute("SELECT id, status, result, error FROM tasks").fetchall() == before

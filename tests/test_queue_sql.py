@@ -129,6 +129,24 @@ def test_extending_a_lease_keeps_the_task(db):
     assert left
 
 
+def test_extending_leases_passes_over_a_locked_row_without_waiting(db, database_url):
+    """A row another session holds locked (a store, a cancel, psql) is skipped
+    this round, not waited for: with a lock timeout of 0 a wait would fail
+    at once (lock_timeout = 1 ms; SKIP LOCKED never waits)."""
+    insert(db, "1"), insert(db, "2")
+    tasks, _ = claim(db, lease=1)
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (tasks[0].id,))
+        db.execute("SET lock_timeout = '1ms'")
+        try:
+            extend_leases(db, tasks, 60)
+        finally:
+            db.execute("RESET lock_timeout")
+        holder.rollback()
+    extended = db.execute("SELECT id, process_at - now() > interval '50 seconds' FROM tasks ORDER BY id").fetchall()
+    assert extended == [(tasks[0].id, False), (tasks[1].id, True)]
+
+
 def test_release_makes_tasks_claimable_now(db):
     task_id = insert(db, "1")
     tasks, _ = claim(db)

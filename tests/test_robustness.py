@@ -136,20 +136,30 @@ def test_a_row_locked_longer_than_the_lease_holds_up_nothing_else(db, database_u
 def test_timeouts_are_kept_while_a_statement_waits_on_a_table_lock(db, database_url, calculators):
     """A migration's ACCESS EXCLUSIVE lock holds the Calculator's next
     statement (LOCK_TIMEOUT raised so that it waits long): the runaway is
-    still killed at about CALCULATION_TIMEOUT, by the guard thread."""
-    calc = calculators(calculation_timeout=1, num_processes=1, lock_timeout=60, statement_timeout=120,
+    still killed at about CALCULATION_TIMEOUT, by the guard thread. The
+    lock is taken while the runaway is young, and the Calculator is seen
+    waiting on it before the runaway dies and still after: only the guard
+    can have killed it (the loop, had it killed the runaway itself before
+    blocking, would prove nothing about the guard)."""
+    timeout = 4
+    calc = calculators(calculation_timeout=timeout, num_processes=1, lock_timeout=60, statement_timeout=120,
                        queue_wait_time=0.2)
     runaway = db.execute("INSERT INTO tasks (expression) VALUES (%s) RETURNING id", (RUNAWAY,)).fetchone()[0]
     child = wait_for(calc.busy_evaluator_pids, message="the runaway to be calculated")[0]
-    with psycopg.connect(database_url) as migration:
+
+    def calculator_waits_on_the_lock(conn) -> bool:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'calculator' "
+                            "AND wait_event_type = 'Lock'").fetchone()[0] > 0
+
+    with psycopg.connect(database_url) as migration, psycopg.connect(database_url, autocommit=True) as watcher:
         migration.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
-        wait_for(lambda: migration.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'calculator' "
-            "AND wait_event_type = 'Lock'").fetchone()[0], message="the Calculator to wait on the lock")
-        wait_for(lambda: not _alive(child), timeout=1 + 5,
+        wait_for(lambda: calculator_waits_on_the_lock(watcher), message="the Calculator to wait on the lock")
+        assert _alive(child), "the runaway died before the loop blocked: this run cannot tell the guard's work"
+        wait_for(lambda: not _alive(child), timeout=timeout + 5,
                  message="the runaway's process to be killed while the loop waits")
+        assert calculator_waits_on_the_lock(watcher), "the loop was still held when the runaway was killed"
     assert wait_done(db, [runaway], timeout=30)[runaway] == \
-        ("error", None, "calculation timed out after 1 s")
+        ("error", None, f"calculation timed out after {timeout} s")
     assert calc.process.poll() is None and "Traceback" not in calc.log()
 
 

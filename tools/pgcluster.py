@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tools.pgbinaries import (NOT_FOUND, DataVersionMismatch, PostgresError, PostgresNotFound, Server,
                               choose_server)
+from tools import pgreach
 
 # The finding part lives in tools.pgbinaries; these names are kept here for callers.
 __all__ = ["LocalPostgres", "free_port", "find_bindir", "choose_server", "Server", "NOT_FOUND",
@@ -80,6 +81,23 @@ class LocalPostgres:
         self.root: Path | None = None  # the run's temporary directory (socket; all of it when throwaway)
         self._log_file = Path(log_file).resolve() if log_file else None
         self.user = _server_user(self._data_dir)
+        if self.user:
+            self._place_where_the_server_user_reaches()
+
+    def _place_where_the_server_user_reaches(self) -> None:
+        """As root: binaries, kept data and log where the server's user can
+        reach them, even in a checkout it cannot enter (tools/pgreach.py)."""
+        self.bindir = pgreach.reachable_bindir(self.bindir, self.server.version, self.user)
+        data = self._data_dir
+        if data is not None and not data.exists() and not pgreach.can_reach(self.user, data.parent):
+            home = pgreach.home_for(data)
+            self._data_dir = pgreach.place_reachable(data, home / "pgdata")
+            if self._log_file is not None:
+                self._log_file = pgreach.place_reachable(self._log_file, home / "postgres.log")
+        elif data is not None and self._log_file is not None and not pgreach.can_reach(
+                self.user, self._log_file.parent) and pgreach.can_reach(self.user, data.parent):
+            # A data directory kept in a reachable home (a link found and resolved above).
+            self._log_file = pgreach.place_reachable(self._log_file, data.parent / "postgres.log")
 
     @property
     def socket_dir(self) -> Path:

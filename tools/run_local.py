@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -25,6 +24,7 @@ import psycopg
 from core.migrations import apply_migrations
 from core.settings import ApiSettings, CalculatorSettings, SettingsError
 from tools.pgcluster import LocalPostgres, PostgresError
+from tools.pgreach import remove_data
 from tools.supervisor import MAX_EXITS, WINDOW, CrashLoop, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_dir(environ=os.environ) -> Path:
     """Lock file, logs and the kept database: one per checkout."""
     return Path(environ.get("RUN_DIR") or ROOT / ".run").resolve()
+
+
+URL_FILE = "database_url"
+
+
+def running_database_url(environ=os.environ) -> str | None:
+    """The connection string of the database a running `make run` of this
+    checkout started (written at start, removed at stop), or None. The keys
+    command uses it when neither DATABASE_URL nor PGHOST is set."""
+    try:
+        return (run_dir(environ) / URL_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 class RunError(RuntimeError):
@@ -107,6 +120,9 @@ class LocalRun:
             fresh = not (self.cluster.data_dir / "PG_VERSION").exists()
             self.cluster.start()
             url = self.cluster.url
+            url_file = self.dir / URL_FILE
+            url_file.touch(mode=0o600)
+            url_file.write_text(url + "\n")
         with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
             apply_migrations(conn)
             version = _server_version(conn)
@@ -163,8 +179,11 @@ Ctrl-C stops everything.
     def _keys_line(self, url: str) -> str:
         if self.auth == "off":
             return "none needed (AUTH=off); `AUTH=required make run` to try keys"
-        return (f"required (AUTH=required); make an admin key with\n"
-                f"               DATABASE_URL='{url}' {sys.executable} -m api.keys create me --admin")
+        if self.cluster is None:
+            return (f"required (AUTH=required); make an admin key with\n"
+                    f"               DATABASE_URL='{url}' {sys.executable} -m api.keys create me --admin")
+        return ("required (AUTH=required); make an admin key with\n"
+                "               make key NAME=me ADMIN=1")
 
     def watch(self) -> None:
         while not self.stopping:
@@ -175,6 +194,7 @@ Ctrl-C stops everything.
         self.stopping = True
         self.supervisor.stop()
         if self.cluster:
+            (self.dir / URL_FILE).unlink(missing_ok=True)
             self.cluster.stop()
 
 
@@ -195,7 +215,7 @@ def reset(directory: Path) -> int:
                 LocalPostgres(data_dir=data).stop_leftover()
             except PostgresError as error:  # e.g. no binaries for it: it cannot be running either
                 print(f"make reset: {error}", file=sys.stderr)
-        shutil.rmtree(data)
+        remove_data(data)
         print(f"make reset: removed {data}; the next `make run` starts with an empty database")
         return 0
 

@@ -12,4 +12,9 @@ SELECT 'CREATE ROLE calculator_worker NOLOGIN'
     WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'calculator_worker') \gexec
 CREATE ROLE api_user LOGIN PASSWORD :'api_password' IN ROLE calculator_api;
 CREATE ROLE worker_user LOGIN PASSWORD :'worker_password' IN ROLE calculator_worker;
+-- The API's session settings as the login's own (api/db.py sets the same on
+-- each pooled connection): behind PgBouncer in transaction mode a client's
+-- SET would land on whichever server connection served it.
+ALTER ROLE api_user SET statement_timeout = '5s';
+ALTER ROLE api_user SET calculator.notify_after_commit = on;
 SQL
