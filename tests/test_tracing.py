@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -76,9 +77,12 @@ def test_a_requests_trace_holds_the_api_and_the_calculator_spans_of_its_tasks(
                                                   bulk[1]: ("done", 6, None)}
 
         # The request's span continues the caller's trace; the insert is its child.
-        spans = otlp.wait(lambda spans: len(task_spans(spans, single, "store")) == 1 and
-                          len(named([s for s in spans if s.trace_id == many_trace], "store")) == 2 and spans,
-                          message="the store spans of the three tasks")
+        def complete(spans):
+            of = {trace: [s for s in spans if s.trace_id == trace] for trace in (one_trace, many_trace)}
+            return all(len(named(of[trace], "INSERT tasks")) == 1 and any(s.kind == SERVER for s in of[trace])
+                       for trace in of) and len(task_spans(spans, single, "store")) == 1 and \
+                len(named(of[many_trace], "store")) == 2 and spans
+        spans = otlp.wait(complete, message="the API's spans and the store spans of the three tasks")
         mine = otlp.of_trace(one_trace)
         (http,) = [s for s in mine if s.kind == SERVER]
         assert http.service == "calculator-api"
@@ -112,6 +116,19 @@ def test_a_requests_trace_holds_the_api_and_the_calculator_spans_of_its_tasks(
         assert (failed.status_code, failed.status_message) == (2, "division by zero")
         # Nothing else was traced (gunicorn's start was awaited on /healthz: not traced by default).
         assert {s.trace_id for s in spans} == {one_trace, many_trace}
+
+        # Concurrent submissions share a group commit's INSERT: each task keeps its own request's trace.
+        def submit(_):
+            parent, trace_id, _ = traceparent()
+            status, _, body = request(api.base, "POST", "/api/expression", json.dumps({"expression": "1+1"}),
+                                      {"Content-Type": "application/json", "traceparent": parent})
+            assert status == 202, body
+            return body["expression_id"], trace_id
+        with ThreadPoolExecutor(16) as pool:
+            submitted = dict(pool.map(submit, range(48)))
+        stored = dict(db.execute("SELECT id, substr(trace_context, 4, 32) FROM tasks WHERE id = ANY(%s)",
+                                 (list(submitted),)).fetchall())
+        assert stored == submitted
 
         # The Calculator's log lines say which trace each task is in.
         log = calc.log()
