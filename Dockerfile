@@ -8,8 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+COPY requirements.txt requirements-otel.txt ./
+# The OpenTelemetry packages too: imported only when OTEL_EXPORTER_OTLP_ENDPOINT
+# is set (docs/operations.md, "Traces"), so that tracing is a setting, not a rebuild.
+RUN pip install --no-cache-dir -r requirements.txt -r requirements-otel.txt
 
 COPY core ./core
 COPY api ./api

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-otel.txt requirements-test.txt | cksum | cut -d' ' -f1)
 
 .PHONY: help venv test run reset migrate key docs bench bench-held bench-http bench-growth bench-steady bench-servers bench-peers chaos oracle compose-smoke clean
 
@@ -22,7 +22,7 @@ help:
 	@echo "make compose-smoke  the docker-compose stack end to end (needs Docker)"
 	@echo "make docs     README.md, docs/ and BENCHMARKS.md as a static site in site/ (MkDocs, in .venv-docs)"
 
-$(STAMP): requirements.txt requirements-test.txt
+$(STAMP): requirements.txt requirements-otel.txt requirements-test.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	@rm -f $(VENV)/.installed-*; touch $@

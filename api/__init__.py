@@ -48,9 +48,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.merge_slashes = False
 
     from api import (allowed_hosts, auth, cancel, dashboard, db, errors, expressions, health, listing,
-                     metrics, openapi, same_origin, security_headers, stats)
+                     metrics, openapi, same_origin, security_headers, stats, tracing)
     from api.group_commit import GroupCommit
     from api.result_waiter import ResultWaiter
+    tracing.init_app(app)  # first: the request's span covers the other hooks
     db.init_app(app)
     errors.init_app(app)
     metrics.init_app(app)

@@ -33,14 +33,18 @@ class Refused(Exception):
         self.kind, self.detail = kind, detail
 
 
-INSERT_TASK = "INSERT INTO tasks (expression, variables) VALUES (%(expression)s, %(variables)s::jsonb) RETURNING id"
-# One statement, one NOTIFY, however many items. Ids come from the sequence
+# trace_context: the request's traceparent when the API traces (api/tracing.py), else NULL.
+INSERT_TASK = ("INSERT INTO tasks (expression, variables, trace_context) "
+               "VALUES (%(expression)s, %(variables)s::jsonb, %(trace_context)s::text) RETURNING id")
+# One statement, one NOTIFY, however many items (each with its submission's
+# trace context: a group commit's INSERT holds several submissions). Ids come from the sequence
 # in the order the rows are inserted, which is the items' order (ORDER BY
 # ordinality), so sorting the returned ids gives the items' ids in order.
 INSERT_TASKS = """
-    INSERT INTO tasks (expression, variables)
-    SELECT item.expression, item.variables::jsonb
-    FROM unnest(%(expressions)s::text[], %(variables)s::text[]) WITH ORDINALITY AS item(expression, variables, position)
+    INSERT INTO tasks (expression, variables, trace_context)
+    SELECT item.expression, item.variables::jsonb, item.trace_context
+    FROM unnest(%(expressions)s::text[], %(variables)s::text[], %(trace_contexts)s::text[])
+        WITH ORDINALITY AS item(expression, variables, trace_context, position)
     ORDER BY item.position
     RETURNING id
 """
@@ -56,12 +60,14 @@ def limit_parameters(caller: Caller, items: int) -> dict | None:
     return _limit_parameters(caller, items) if _admitted(caller) else None
 
 
-def insert_many(conn: psycopg.Connection, caller: Caller, items: list[tuple[str, str]]) -> psycopg.Cursor:
+def insert_many(conn: psycopg.Connection, caller: Caller, items: list[tuple[str, str]],
+                trace_context: str | None = None) -> psycopg.Cursor:
     """Send the INSERT of several tasks; returns its cursor (their ids, in some order)."""
     params = {"expressions": [e for e, _ in items], "variables": [v for _, v in items]}
     if _admitted(caller):
-        return conn.execute(load_query("insert_tasks_admitted"), params | _limit_parameters(caller, len(items)))
-    return conn.execute(INSERT_TASKS, params)
+        return conn.execute(load_query("insert_tasks_admitted"),
+                            params | {"trace_context": trace_context} | _limit_parameters(caller, len(items)))
+    return conn.execute(INSERT_TASKS, params | {"trace_contexts": [trace_context] * len(items)})
 
 
 def inserted_ids(cursor: psycopg.Cursor) -> list[int]:

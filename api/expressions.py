@@ -12,7 +12,7 @@ import re
 
 from flask import Blueprint, current_app, jsonify, request
 
-from api import admission
+from api import admission, tracing
 from api.auth import caller
 from api.db import connection, notify_tasks_inserted
 from api.group_commit import Member
@@ -68,30 +68,35 @@ def _store(body: dict, accepted: list[tuple[str, str]]) -> tuple[list[int], bool
     the items' order; created). Without a key the submission joins this
     process's group commit (api/group_commit.py); with one it has its own
     transaction. A submission past the key's limits is a 429 and inserts
-    nothing."""
+    nothing. With tracing, the insert has a span of its own, whose traceparent
+    is stored with the tasks (api/tracing.py)."""
     key = idempotency_key()
     who = caller()
     items = len(accepted)
     admission.check_fits(items)
     try:
-        if key is None:
-            member = Member(accepted, admission.limit_parameters(who, items))
-            return current_app.extensions["group_commit"].submit(member), True
+        with tracing.insert_span(items) as span:
+            if key is None:
+                member = Member(accepted, admission.limit_parameters(who, items), span.traceparent)
+                ids = current_app.extensions["group_commit"].submit(member)
+                span.inserted(ids, True)
+                return ids, True
 
-        # Behind PgBouncer the NOTIFY goes in the insert's own transaction
-        # (it reads the session: docs/operations.md, "Many API processes behind PgBouncer").
-        pooled = current_app.extensions["pool"].one_sync_per_round_trip
+            # Behind PgBouncer the NOTIFY goes in the insert's own transaction
+            # (it reads the session: docs/operations.md, "Many API processes behind PgBouncer").
+            pooled = current_app.extensions["pool"].one_sync_per_round_trip
 
-        def insert(conn):
-            ids = admission.inserted_ids(admission.insert_many(conn, who, accepted))
-            if pooled:
-                notify_tasks_inserted(conn)
-            return ids
+            def insert(conn):
+                ids = admission.inserted_ids(admission.insert_many(conn, who, accepted, span.traceparent))
+                if pooled:
+                    notify_tasks_inserted(conn)
+                return ids
 
-        with connection() as conn:
-            ids, created = submit_once(conn, key, body, insert, who.owner, admission.Refused)
-            if created and not pooled:
-                notify_tasks_inserted(conn)
+            with connection() as conn:
+                ids, created = submit_once(conn, key, body, insert, who.owner, admission.Refused)
+                if created and not pooled:
+                    notify_tasks_inserted(conn)
+            span.inserted(ids, created)
         return ids, created
     except admission.Refused as refused:
         raise admission.refusal(refused, who, items) from None

@@ -52,6 +52,7 @@ class Member:
 
     items: list[tuple[str, str]]
     limits: dict | None = None          # admission._limit_parameters(...) or None: plain INSERT
+    trace_context: str | None = None    # stored with its tasks (api/tracing.py), or None
     ids: list[int] | None = None
     error: BaseException | None = None
     lead: bool = False
@@ -165,7 +166,8 @@ def _write_together(conn: psycopg.Connection, batch: list[Member]) -> None:
             plain_cursor = _send_plain(conn, plain) if plain else None
             for member in admitted:
                 params = {"expressions": [e for e, _ in member.items],
-                          "variables": [v for _, v in member.items]} | member.limits
+                          "variables": [v for _, v in member.items],
+                          "trace_context": member.trace_context} | member.limits
                 cursors.append(conn.execute(load_query("insert_tasks_admitted"), params,
                                             prepare=True if len(member.items) == 1 else None))
             if one_sync:
@@ -198,8 +200,10 @@ def _write_together(conn: psycopg.Connection, batch: list[Member]) -> None:
 def _send_plain(conn: psycopg.Connection, members: list[Member]) -> psycopg.Cursor:
     if len(members) == 1 and len(members[0].items) == 1:
         (expression, variables), = members[0].items
-        return conn.execute(admission.INSERT_TASK, {"expression": expression, "variables": variables},
+        return conn.execute(admission.INSERT_TASK, {"expression": expression, "variables": variables,
+                                                    "trace_context": members[0].trace_context},
                             prepare=True)
     items = [item for member in members for item in member.items]
-    return conn.execute(admission.INSERT_TASKS, {"expressions": [e for e, _ in items],
-                                       "variables": [v for _, v in items]})
+    return conn.execute(admission.INSERT_TASKS, {
+        "expressions": [e for e, _ in items], "variables": [v for _, v in items],
+        "trace_contexts": [member.trace_context for member in members for _ in member.items]})

@@ -197,6 +197,12 @@ def calculator_metrics(rows):
         "calculator_claim_duration_seconds",
         "Time of each claim statement, round trip included (flat beside a held snapshot: docs/design.md).",
         labels=labels)
+    killed = CounterMetricFamily(
+        "calculator_tasks_killed",
+        "Tasks whose calculation was stopped, by cause: timeout (ran past CALCULATION_TIMEOUT, its "
+        "process killed), memory (hit MEMORY_LIMIT_MB: the out-of-memory error), cancel (cancelled "
+        "while it ran, its process killed).",
+        labels=labels + ["cause"])
     heartbeat = GaugeMetricFamily("calculator_heartbeat_age_seconds",
                                   "Seconds since the Calculator last wrote its heartbeat (and these figures).",
                                   labels=labels)
@@ -206,6 +212,8 @@ def calculator_metrics(rows):
         for key, value in figures.get("counters", {}).items():
             if key in counters:
                 counters[key].add_metric([label], value)
+        for cause, value in figures.get("tasks_killed", {}).items():
+            killed.add_metric([label, cause], value)
         for family, key in ((evaluation, "evaluation_seconds"), (claims, "claim_size"),
                             (claim_time, "claim_seconds")):
             histogram = figures.get(key)
@@ -213,6 +221,7 @@ def calculator_metrics(rows):
                 family.add_metric([label], *_cumulative(histogram))
     yield heartbeat
     yield from counters.values()
+    yield killed
     yield evaluation
     yield claims
     yield claim_time

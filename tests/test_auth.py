@@ -632,7 +632,8 @@ def test_the_pending_limit_s_turn_is_taken_step_by_step(database_url, db, keys):
     first one's, and both would pass."""
     from core.database import load_query
     params = {"owner": 1, "items": 2, "max_pending": 2, "request_rate": 0, "request_burst": 0,
-              "item_rate": 0, "item_burst": 0, "expressions": ["1", "2"], "variables": ["{}", "{}"]}
+              "item_rate": 0, "item_burst": 0, "expressions": ["1", "2"], "variables": ["{}", "{}"],
+              "trace_context": None}
     answers, waiter_pid = [], []
     with psycopg.connect(database_url) as first:  # one transaction, held open
         assert len([row for row in first.execute(load_query("insert_tasks_admitted"), params)

@@ -210,3 +210,35 @@ def test_pending_tasks_and_their_age_per_key_with_bounded_labels(client, db, mon
     assert 90 <= value(samples, "calculator_key_oldest_pending_age_seconds", key="(other keys)") < 150
     assert 30 <= value(samples, "calculator_key_oldest_pending_age_seconds", key="alice") < 90
     assert 10 <= value(samples, "calculator_key_oldest_pending_age_seconds", key="(none)") < 70
+
+
+def test_tasks_killed_by_cause_timeout_memory_and_cancel(client, db, calculators):
+    """Real kills, one of each cause: a runaway past CALCULATION_TIMEOUT, a
+    calculation past MEMORY_LIMIT_MB, a runaway cancelled while it runs."""
+    db.execute("DELETE FROM calculators")  # those killed by earlier tests
+    killed = "calculator_tasks_killed_total"
+
+    def counts():
+        samples = scrape(client)
+        return tuple(calculator_value(samples, killed, cause=c) for c in ("timeout", "memory", "cancel"))
+
+    calc = calculators(calculation_timeout=1, num_processes=1)
+    timed_out = insert(db, RUNAWAY)
+    assert wait_done(db, [timed_out], timeout=30)[timed_out] == ("error", None, "calculation timed out after 1 s of CPU time")
+    wait_for(lambda: counts() == (1, 0, 0), timeout=20, interval=0.5, message="the timeout to be counted")
+    calc.stop()
+
+    # A Calculator's series end with it: the second one counts its own kills only.
+    calc = calculators(calculation_timeout=60, memory_limit_mb=256, num_processes=1)
+    bomb = insert(db, "2**(2**34)")  # two gigabytes of digits
+    assert wait_done(db, [bomb], timeout=60)[bomb] == \
+        ("error", None, "out of memory: the calculation needs too much memory")
+    wait_for(lambda: counts() == (0, 1, 0), timeout=20, interval=0.5, message="the memory kill to be counted")
+
+    runaway = insert(db, RUNAWAY)
+    wait_for(lambda: calc.busy_evaluator_pids(), timeout=30, message="the runaway to run")
+    assert db.execute("SELECT status FROM cancel_tasks(ARRAY[%s::bigint])", (runaway,)).fetchone()[0] == "cancelled"
+    wait_for(lambda: f"cancelled task={runaway}: killing its evaluation process" in calc.log(),
+             timeout=20, message="the cancelled runaway's process to be killed")
+    wait_for(lambda: counts() == (0, 1, 1), timeout=20, interval=0.5, message="the cancel to be counted")
+    assert "evaluation process died" not in calc.log()

@@ -6,6 +6,7 @@ import sys
 from core.logs import setup_logging
 from core.migrations import SchemaError
 from core.settings import CalculatorSettings, SettingsError, database_url
+from worker import tracing
 from worker.calculator import Calculator
 
 
@@ -13,6 +14,7 @@ def main() -> int:
     setup_logging()
     try:
         settings = CalculatorSettings.from_env()
+        tracing.start()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (docs/operations.md, "Traces")
     except SettingsError as error:
         logging.getLogger("calculator").error("bad setting: %s", error)
         return 2
@@ -21,6 +23,8 @@ def main() -> int:
     except SchemaError as error:
         logging.getLogger("calculator").error("%s", error)
         return 2
+    finally:
+        tracing.stop()  # the spans not exported yet
 
 
 if __name__ == "__main__":

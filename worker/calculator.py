@@ -51,6 +51,7 @@ from worker.cancellation import CHANNEL as CANCELLED_CHANNEL, Cancellation
 from worker.claiming import Claims
 from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
+from worker import tracing
 from worker.registry import HEARTBEAT_SECONDS, Registration
 from worker.retention import Retention
 from worker.task_queue import (TASKS_CHANNEL, Outcome, Task, extend_leases,
@@ -113,7 +114,8 @@ class Calculator:
         self._connect_at_start()
         self.pool.start()
         self._install_signal_handlers()
-        log.info("calculator started %s", self.settings.describe())
+        log.info("calculator started %s%s", self.settings.describe(),
+                 " traces=otlp" if tracing.TRACING is not None else "")
         try:
             while not self._finished():
                 self._survive_step()
@@ -155,10 +157,9 @@ class Calculator:
                                 self.settings.calculation_timeout + SHUTDOWN_GRACE)
                     self.stop_deadline = time.monotonic() + HAND_BACK_SECONDS
                     return False
-            left = [t.id for t in self.pool.held_tasks()] + \
-                [o.task.id for o in self.unstored + self.held_back]
-            log.warning("stopping with work not handed back ids=%s: their leases will expire",
-                        format_ids(left))
+            left = self.pool.held_tasks() + [o.task for o in self.unstored + self.held_back]
+            log.warning("stopping with work not handed back ids=%s: their leases will expire%s",
+                        format_ids(t.id for t in left), tracing.traces_of(left))
             return True
         return False
 
@@ -238,9 +239,10 @@ class Calculator:
         for pending, count_attempt in ((self.to_release, False), (self.to_release_counted, True)):
             if pending:
                 released = release_tasks(conn, pending, count_attempt=count_attempt)
-                log.info("released ids=%s%s", format_ids(released),
+                log.info("released ids=%s%s%s", format_ids(released),
                          " (their evaluation process died)" if count_attempt
-                         else " (handed back: waited unstarted past the hold time)" if overdue else "")
+                         else " (handed back: waited unstarted past the hold time)" if overdue else "",
+                         tracing.traces_of(t for t in pending if t.id in released))
                 pending.clear()
         now = time.monotonic()
         if now >= self.next_heartbeat:
@@ -256,12 +258,16 @@ class Calculator:
             self.retention.maybe_run(conn, now)
 
     def _store(self, conn: psycopg.Connection, outcomes: list[Outcome], skip_locked: bool = False) -> None:
+        began_ns = time.time_ns()
         stored, locked = store_outcomes(conn, outcomes, skip_locked=skip_locked)
-        stale = [o.task.id for o in outcomes if o.task.id not in stored and o.task.id not in locked]
+        if tracing.TRACING is not None:
+            tracing.TRACING.stored(outcomes, stored, locked, began_ns, time.time_ns())
+        stale = [o.task for o in outcomes if o.task.id not in stored and o.task.id not in locked]
         METRICS.count("results_stored", len(stored))
         METRICS.count("stale_results_discarded", len(stale))
         if stored:
-            log.info("stored ids=%s", format_ids(stored))
+            log.info("stored ids=%s%s", format_ids(stored),
+                     tracing.traces_of(o.task for o in outcomes if o.task.id in stored))
             self._held_back_logged -= stored
         if locked:
             self.held_back.extend(o for o in outcomes if o.task.id in locked)
@@ -269,11 +275,13 @@ class Calculator:
             new = locked - self._held_back_logged
             if new:
                 log.warning("holding back results ids=%s: another session holds their rows "
-                            "locked; storing them when it lets go", format_ids(new))
+                            "locked; storing them when it lets go%s", format_ids(new),
+                            tracing.traces_of(o.task for o in outcomes if o.task.id in new))
                 self._held_back_logged |= new
         if stale:
             log.warning("discarded stale results ids=%s: another Calculator holds or finished "
-                        "these tasks, or they were cancelled or deleted", format_ids(stale))
+                        "these tasks, or they were cancelled or deleted%s", format_ids(t.id for t in stale),
+                        tracing.traces_of(stale))
 
     def _wait_and_collect(self) -> None:
         readers = [self._wake_read, *self.pool.connections()]

@@ -21,7 +21,9 @@ from typing import Iterable
 import psycopg
 
 from core.logs import format_ids
+from worker import tracing
 from worker.evaluators import EvaluatorPool
+from worker.metrics import METRICS
 
 log = logging.getLogger("calculator.cancellation")
 
@@ -70,7 +72,8 @@ class Cancellation:
         gone = {row[0] for row in conn.execute(CANCELLED, ([t.id for t in held],))}
         if not gone:
             return unstored
-        log.info("cancelled ids=%s: dropped (%s)", format_ids(sorted(gone)), found_by)
+        log.info("cancelled ids=%s: dropped (%s)%s", format_ids(sorted(gone)), found_by,
+                 tracing.traces_of(t for t in held if t.id in gone))
         drop(pool, gone)
         return [o for o in unstored if o.task.id not in gone]
 
@@ -79,9 +82,13 @@ def drop(pool: EvaluatorPool, gone: set[int]) -> None:
     for evaluator in list(pool.evaluators):
         running = evaluator.running()
         if running and running[0].id in gone and running[0].id in evaluator.unanswered:
-            log.warning("cancelled task=%d: killing its evaluation process pid=%s",
-                        running[0].id, evaluator.process.pid)
-            pool._replace(evaluator, running[0])  # the others it held go back to the queue
+            task, started_at = running
+            log.warning("cancelled task=%d: killing its evaluation process pid=%s%s",
+                        task.id, evaluator.process.pid, tracing.trace_of(task))
+            pool._replace(evaluator, task)  # the others it held go back to the queue
+            METRICS.killed("cancel")
+            if tracing.TRACING is not None:
+                tracing.TRACING.evaluated(task, time.monotonic() - started_at, "cancelled", "cancel")
         elif evaluator.busy and any(task_id in gone for task_id in evaluator.unanswered):
             index = evaluator.chunk.index(running[0]) if running else -1
             pool.submit(evaluator.take_back_unstarted(index))

@@ -20,6 +20,7 @@ import psycopg
 
 from core.logs import format_ids
 from core.settings import CalculatorSettings
+from worker import tracing
 from worker.claim_frontier import HEAD, ClaimFrontier
 from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
@@ -89,9 +90,11 @@ class Claims:
 
     def _claim(self, conn: psycopg.Connection, room: int, now: float, refused: list) -> list[Task]:
         start = self.frontier.start(now)
-        began = time.monotonic()
+        began, began_ns = time.monotonic(), time.time_ns()
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
                                       self.settings.max_attempts, self.settings.limits, after=start)
+        if tracing.TRACING is not None:
+            tracing.TRACING.claimed(tasks, given_up, began_ns, time.time_ns())
         took = time.monotonic() - began
         self.frontier.claimed(start, ((t.fair_round, t.id) for t in tasks), now, took)
         METRICS.claim_took(took)
@@ -103,13 +106,14 @@ class Claims:
         if tasks:
             METRICS.claimed(len(tasks))
         if given_up:
-            log.warning("gave up on ids=%s after %d attempts", format_ids(given_up),
-                        self.settings.max_attempts)
+            log.warning("gave up on ids=%s after %d attempts%s", format_ids(given_up),
+                        self.settings.max_attempts, tracing.traces_of_ids(given_up.trace_contexts.items()))
         if tasks:
-            log.info("claimed ids=%s", format_ids(t.id for t in tasks))
+            log.info("claimed ids=%s%s", format_ids(t.id for t in tasks), tracing.traces_of(tasks))
         bad = [t for t in tasks if t.problem is not None]
         if bad:  # rows that cannot be calculated: their problem is their outcome
-            log.warning("refused ids=%s: rows that cannot be calculated", format_ids(t.id for t in bad))
+            log.warning("refused ids=%s: rows that cannot be calculated%s", format_ids(t.id for t in bad),
+                        tracing.traces_of(bad))
             refused.extend(Outcome(t, None, t.problem) for t in bad)
             tasks = [t for t in tasks if t.problem is None]
         if tasks:

@@ -55,6 +55,9 @@ CANNOT_RECEIVE = 3  # exit code of a child that could not receive its chunk
 FLUSH_SECONDS = 0.002
 REARM_SECONDS = 0.001
 PARSE_CACHE_BYTES = 32 * 1024 * 1024
+# The outcome of a calculation stopped by MEMORY_LIMIT_MB (the Calculator
+# counts these as tasks killed by the memory cap: worker/metrics.py).
+OUT_OF_MEMORY = "out of memory: the calculation needs too much memory"
 
 
 def calculate(expression: Any, variables: Any, limits: ExpressionLimits) -> tuple[str | None, str | None]:
@@ -66,7 +69,7 @@ def calculate(expression: Any, variables: Any, limits: ExpressionLimits) -> tupl
     except (ExpressionError, CalculationError) as error:
         return None, str(error)
     except MemoryError:
-        return None, "out of memory: the calculation needs too much memory"
+        return None, OUT_OF_MEMORY
 
 
 def _compile(expression: Any, max_length: int) -> CompiledExpression:

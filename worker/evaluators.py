@@ -45,7 +45,8 @@ from core.settings import CalculatorSettings
 from core.logs import format_ids
 from worker.metrics import METRICS
 from worker.claim_size import ClaimSize
-from worker.evaluation import CUTOFF, STARTED
+from worker import tracing
+from worker.evaluation import CUTOFF, OUT_OF_MEMORY, STARTED
 from worker.evaluator import Evaluator
 from worker.fair_queue import FairQueue, OwnerUsage
 from worker.task_queue import Outcome, Task
@@ -192,7 +193,8 @@ class EvaluatorPool:
 
     def _unsendable(self, chunk: list[Task], error: Exception) -> None:
         if len(chunk) == 1:
-            log.error("cannot send task=%d to an evaluation process: %r", chunk[0].id, error)
+            log.error("cannot send task=%d to an evaluation process: %r%s", chunk[0].id, error,
+                      tracing.trace_of(chunk[0]))
             self.finished.append(Outcome(chunk[0], None,
                                          "the task cannot be sent to an evaluation process"))
             return
@@ -225,6 +227,11 @@ class EvaluatorPool:
             total += seconds
             task = evaluator.unanswered.pop(task_id, None)
             if task is not None:  # else it was taken back meanwhile and sent elsewhere
+                if error == OUT_OF_MEMORY:
+                    METRICS.killed("memory")
+                if tracing.TRACING is not None:
+                    tracing.TRACING.evaluated(task, seconds, error,
+                                              "memory" if error == OUT_OF_MEMORY else None)
                 outcomes.append(Outcome(task, result, error))
                 self.usage.charge(task.owner, seconds, now)
                 self._forget(task_id)
@@ -253,10 +260,15 @@ class EvaluatorPool:
             self.finished.append(self._cpu_timeout(evaluator, culprit, running[1]))
             return
         before_start = culprit is None and self._died_before_starting(evaluator)
-        log.error("evaluation process died pid=%s exitcode=%s task=%s%s",
+        log.error("evaluation process died pid=%s exitcode=%s task=%s%s%s",
                   evaluator.process.pid, evaluator.process.exitcode,
                   culprit.id if culprit else None,
-                  f" before starting ids={format_ids(evaluator.unanswered)}" if before_start else "")
+                  f" before starting ids={format_ids(evaluator.unanswered)}" if before_start else "",
+                  tracing.trace_of(culprit) if culprit else
+                  tracing.traces_of(evaluator.unanswered.values()) if before_start else "")
+        if culprit is not None and tracing.TRACING is not None:
+            tracing.TRACING.evaluated(culprit, time.monotonic() - running[1],
+                                      "the evaluation process died under the task; it goes back to the queue")
         if before_start:
             culprit = self._suspect(list(evaluator.unanswered.values()))
         METRICS.count("evaluation_processes_died")
@@ -338,14 +350,16 @@ class EvaluatorPool:
             return []
         task = running[0]
         log.warning("calculation timed out task=%d after=%ss of wall-clock time "
-                    "(its process did not get to use its CPU time)", task.id, _seconds(self.wall_timeout))
+                    "(its process did not get to use its CPU time)%s", task.id, _seconds(self.wall_timeout),
+                    tracing.trace_of(task))
         return [self._timed_out(evaluator, task, running[1],
                                 f"calculation timed out after {_seconds(self.wall_timeout)} s "
                                 f"of wall-clock time")]
 
     def _cpu_timeout(self, evaluator: Evaluator, task: Task, started_at: float) -> Outcome:
         """The child died of its CPU timer on task: the task's timeout."""
-        log.warning("calculation timed out task=%d after=%ss of CPU time", task.id, _seconds(self.timeout))
+        log.warning("calculation timed out task=%d after=%ss of CPU time%s", task.id, _seconds(self.timeout),
+                    tracing.trace_of(task))
         METRICS.count("evaluation_processes_killed")  # by its own CPU timer
         return self._timed_out(evaluator, task, started_at,
                                f"calculation timed out after {_seconds(self.timeout)} s of CPU time")
@@ -353,7 +367,10 @@ class EvaluatorPool:
     def _timed_out(self, evaluator: Evaluator, task: Task, started_at: float, error: str) -> Outcome:
         now = time.monotonic()
         METRICS.count("evaluation_timeouts")
+        METRICS.killed("timeout")
         METRICS.evaluated(now - started_at)
+        if tracing.TRACING is not None:
+            tracing.TRACING.evaluated(task, now - started_at, error, "timeout")
         self.claim_size.observe(now - started_at, now)
         self.usage.charge(task.owner, now - started_at, now)
         self._replace(evaluator, task)

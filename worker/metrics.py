@@ -35,6 +35,11 @@ COUNTERS = (
     "tasks_handed_back",        # waited unstarted past the hold time: released (fair claiming)
 )
 
+# Why a task's calculation was stopped: it ran past CALCULATION_TIMEOUT (its
+# process killed), it hit MEMORY_LIMIT_MB (its outcome: out of memory), it
+# was cancelled while it ran (its process killed).
+KILL_CAUSES = ("timeout", "memory", "cancel")
+
 
 class Histogram:
     def __init__(self, bounds):
@@ -53,12 +58,16 @@ class Histogram:
 class CalculatorMetrics:
     def __init__(self):
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.tasks_killed = dict.fromkeys(KILL_CAUSES, 0)
         self.evaluation_seconds = Histogram(EVALUATION_BUCKETS)
         self.claim_size = Histogram(CLAIM_SIZE_BUCKETS)
         self.claim_seconds = Histogram(CLAIM_SECONDS_BUCKETS)
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
+
+    def killed(self, cause: str) -> None:
+        self.tasks_killed[cause] += 1
 
     def claimed(self, tasks: int) -> None:
         self.claim_size.observe(tasks)
@@ -74,6 +83,7 @@ class CalculatorMetrics:
         """What the heartbeat stores (jsonb) and api/metrics.py reads."""
         return {
             "counters": dict(self.counters),
+            "tasks_killed": dict(self.tasks_killed),
             "evaluation_seconds": self.evaluation_seconds.snapshot(),
             "claim_size": self.claim_size.snapshot(),
             "claim_seconds": self.claim_seconds.snapshot(),

@@ -37,6 +37,12 @@ class Task:
     # When this Calculator queued it first (time.monotonic()): a task waiting
     # unstarted longer than the hold time is handed back (worker/fair_queue.py).
     queued_at: float | None = None
+    # Which claim of the task this is (1: the first; more: a retry), and the
+    # W3C traceparent stored with it (sql/015), if any: worker/tracing.py.
+    attempt: int = 1
+    trace_context: str | None = None
+    # That traceparent read once, for the task's spans (worker/tracing.py).
+    trace_parent: Any = None
 
 
 @dataclass(eq=False)
@@ -46,9 +52,18 @@ class Outcome:
     error: str | None
 
 
+class GivenUp(list):
+    """The ids a claim gave up on; trace_contexts: {id: traceparent} of
+    those that have one."""
+
+    def __init__(self, ids=(), trace_contexts=None):
+        super().__init__(ids)
+        self.trace_contexts = trace_contexts or {}
+
+
 def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
                 max_attempts: int, limits: ExpressionLimits = ExpressionLimits(),
-                after: tuple[int, int] | None = HEAD) -> tuple[list[Task], list[int]]:
+                after: tuple[int, int] | None = HEAD) -> tuple[list[Task], GivenUp]:
     """Claim up to limit tasks placed past after, (place, id) in the fair
     order, or from the queue's head with after None (worker/claim_frontier.py);
     also returns the ids given up on (see the SQL).
@@ -63,10 +78,9 @@ def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
          "after_place": after[0] if after else None, "after_id": after[1] if after else None},
         prepare=True,
     ).fetchall()
-    claimed = [_read_row(id, expression, length, variables, token, owner, fair_round, limits)
-               for id, expression, length, variables, token, given_up, owner, fair_round in rows
-               if not given_up]
-    given_up = [row[0] for row in rows if row[5]]
+    claimed = [_read_row(*row[:5], *row[6:], limits) for row in rows if not row[5]]
+    given_up = GivenUp((row[0] for row in rows if row[5]),
+                       {row[0]: row[9] for row in rows if row[5] and row[9] is not None})
     return claimed, given_up
 
 
@@ -76,11 +90,13 @@ def reset_queue_head(conn: psycopg.Connection) -> None:
     conn.execute("SELECT reset_queue_head()", prepare=True)
 
 
-def _read_row(task_id, expression, length, variables_text, token, owner, fair_round, limits) -> Task:
+def _read_row(task_id, expression, length, variables_text, token, owner, fair_round, attempt,
+              trace_context, limits) -> Task:
     variables, problem = decode_variables(variables_text)
     if problem is None:
         variables, problem = checked_row(expression, length, variables, limits)
-    return Task(task_id, expression, variables, token, owner, fair_round, problem)
+    return Task(task_id, expression, variables, token, owner, fair_round, problem,
+                attempt=attempt, trace_context=trace_context)
 
 
 def store_results(conn: psycopg.Connection, outcomes: list[Outcome]) -> set[int]:

@@ -30,7 +30,9 @@
 -- the expression cut at %(max_expression_length)s + 1 characters, with its
 -- real length, and the variables as JSON text cut at %(max_variables_chars)s + 1
 -- characters, which the Calculator decodes and checks row by row (a row it
--- cannot read becomes that row's error outcome).
+-- cannot read becomes that row's error outcome). With each task come its
+-- attempt (1 for the first claim) and its trace context (sql/015), for the
+-- Calculator's spans and log lines (worker/tracing.py).
 WITH candidates AS (
     SELECT id, attempts
     FROM tasks
@@ -49,7 +51,7 @@ given_up AS (
         finished_at = clock_timestamp()
     FROM candidates c
     WHERE t.id = c.id AND c.attempts >= %(max_attempts)s
-    RETURNING t.id
+    RETURNING t.id, t.trace_context
 ),
 claimed AS (
     UPDATE tasks t
@@ -58,12 +60,13 @@ claimed AS (
         lease_token = gen_random_uuid()
     FROM candidates c
     WHERE t.id = c.id AND c.attempts < %(max_attempts)s
-    RETURNING t.id, t.expression, t.variables, t.lease_token, t.owner, coalesce(t.fair_round, t.id) AS fair_round
+    RETURNING t.id, t.expression, t.variables, t.lease_token, t.owner, coalesce(t.fair_round, t.id) AS fair_round,
+              t.attempts, t.trace_context
 )
 SELECT id, left(expression, %(max_expression_length)s::integer + 1), length(expression),
        left(variables::text, %(max_variables_chars)s::integer + 1), lease_token, false AS given_up,
-       owner, fair_round
+       owner, fair_round, attempts, trace_context
 FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, true, NULL, NULL FROM given_up
+SELECT id, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, trace_context FROM given_up
 ORDER BY fair_round, id

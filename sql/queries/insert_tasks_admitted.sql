@@ -2,15 +2,18 @@
 -- items admitted together by admit_submission() (sql/010), or none. The
 -- items get consecutive fair rounds from the first one, and ids in their
 -- order (ORDER BY position), as the plain bulk INSERT does. Returns the new
--- ids, or, when refused, one row that tells why (refused, detail).
+-- ids, or, when refused, one row that tells why (refused, detail). Every
+-- item gets the same trace context: the submitting request's traceparent
+-- when the API traces (api/tracing.py), else NULL (sql/015).
 WITH admitted AS (
     SELECT * FROM admit_submission(%(owner)s::bigint, %(items)s::integer, %(max_pending)s::integer,
                                    %(request_rate)s::float8, %(request_burst)s::float8,
                                    %(item_rate)s::float8, %(item_burst)s::float8)
 ),
 inserted AS (
-    INSERT INTO tasks (expression, variables, owner, fair_round)
-    SELECT item.expression, item.variables::jsonb, %(owner)s::bigint, admitted.first_round + item.position - 1
+    INSERT INTO tasks (expression, variables, owner, fair_round, trace_context)
+    SELECT item.expression, item.variables::jsonb, %(owner)s::bigint, admitted.first_round + item.position - 1,
+           %(trace_context)s::text
     FROM admitted,
          unnest(%(expressions)s::text[], %(variables)s::text[]) WITH ORDINALITY
              AS item(expression, variables, position)
