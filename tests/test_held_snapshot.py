@@ -114,8 +114,12 @@ def test_every_insert_says_where_its_earliest_task_stands_in_its_notification(db
 
 def test_the_frontier_starts_past_the_last_claim_and_moves_back_for_what_is_placed_before_it():
     frontier = ClaimFrontier()
-    assert frontier.start(0.0) is QUEUE_HEAD  # nothing claimed yet
-    frontier.claimed(QUEUE_HEAD, [(5, 5), (7, 9), (6, 6)], now=0.0, seconds=0.01)
+    assert frontier.start(0.0) == HEAD  # the first claim walks the whole index
+    frontier.claimed(HEAD, [], now=0.0, seconds=0.01)
+    frontier.heard("2")  # nothing claimed yet: from the notification's place
+    assert frontier.start(0.0) == (2, -(2**63))
+    frontier.claimed((2, -(2**63)), [(5, 5), (7, 9), (6, 6)], now=0.0, seconds=0.01)
+    assert frontier.start(0.0, polling=True) == HEAD  # the fallback poll of an idle Calculator
     assert frontier.start(0.5) == (7, 9)
     frontier.claimed((7, 9), [(8, 10)], now=0.5, seconds=0.001)
     assert frontier.start(0.6) == (8, 10)

@@ -63,11 +63,16 @@ class ClaimFrontier:
         # mark is set back only by the walk from the index's head).
         self.lowered = False
         self.next_head_walk = 0.0
-        self.next_index_walk = INDEX_WALK_SECONDS
+        self.next_index_walk = 0.0
 
-    def start(self, now: float) -> tuple[int, int] | None:
+    def start(self, now: float, polling: bool = False) -> tuple[int, int] | None:
         """Where the next claim starts: (place, id) to walk past, QUEUE_HEAD
-        or HEAD."""
+        or HEAD. The fallback poll of an idle Calculator (polling: no
+        notification came for QUEUE_WAIT_TIME) walks from the index's head:
+        whatever was missed is found then, and an idle Calculator has the
+        time."""
+        if polling:
+            return HEAD
         if self.lowered and self.after is not None:
             return self.after
         if now >= self.next_index_walk:
@@ -94,13 +99,15 @@ class ClaimFrontier:
     def lower(self, place: tuple[int, int] | None) -> None:
         """Tasks became claimable at place (None: somewhere unknown): the next
         claim starts before it."""
-        if self.after is None:
-            return
         if place is None:
             self.after = None
-        else:
-            self.after = min(self.after, (place[0], max(place[1] - 1, HEAD[1])))
-            self.lowered = True
+            self.lowered = False
+            return
+        start = (place[0], max(place[1] - 1, HEAD[1]))
+        # With nothing claimed yet (after None) too: the queue's head may
+        # have passed the place, if the task's transaction committed late.
+        self.after = start if self.after is None else min(self.after, start)
+        self.lowered = True
 
     def heard(self, payload: str) -> None:
         """A tasks_inserted notification: 'place' for new tasks placed there

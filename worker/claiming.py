@@ -51,7 +51,7 @@ class Claims:
         the pool, the outcomes of rows that cannot be calculated to refused."""
         room = self.room(now)
         if room > 0 and (self.work_expected or now >= self.next_poll):
-            self._claim(conn, room, now, refused)
+            self._claim(conn, room, now, refused, polling=not self.work_expected)
         self._claim_for_idle_child(conn, now, refused)
 
     def _claim_for_idle_child(self, conn: psycopg.Connection, now: float, refused: list) -> None:
@@ -88,8 +88,9 @@ class Claims:
         self.other_owners_expected = any(
             t.owner not in running or (slow_here and not pool.usage.slow(t.owner, now)) for t in tasks)
 
-    def _claim(self, conn: psycopg.Connection, room: int, now: float, refused: list) -> list[Task]:
-        start = self.frontier.start(now)
+    def _claim(self, conn: psycopg.Connection, room: int, now: float, refused: list,
+               polling: bool = False) -> list[Task]:
+        start = self.frontier.start(now, polling)
         began, began_ns = time.monotonic(), time.time_ns()
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
                                       self.settings.max_attempts, self.settings.limits, after=start)
