@@ -139,6 +139,26 @@ def app(api_url, db):
 
 
 @pytest.fixture
+def make_app(api_url, db):
+    """make_app(SETTING=value, ...): the API with those settings (as if read
+    from the environment), closed after the test."""
+    from api import create_app
+    from core.settings import ApiSettings
+    apps = []
+
+    def make(**environ):
+        settings = ApiSettings.from_env({k: str(v) for k, v in environ.items()})
+        app = create_app({"DATABASE_URL": api_url, "TESTING": True, "SETTINGS": settings})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["result_waiter"].close()
+        app.extensions["pool"].close()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

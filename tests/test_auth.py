@@ -40,24 +40,10 @@ def serve(app):
         thread.join()
 
 
-def required_settings(**environ) -> ApiSettings:
-    return ApiSettings.from_env({"AUTH": "required", **{k: str(v) for k, v in environ.items()}})
-
-
 @pytest.fixture
-def keyed_app(api_url, db):
-    from api import create_app
-    apps = []
-
-    def make(**environ):
-        app = create_app({"DATABASE_URL": api_url, "TESTING": True, "SETTINGS": required_settings(**environ)})
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["result_waiter"].close()
-        app.extensions["pool"].close()
+def keyed_app(make_app):
+    """make_app with AUTH=required."""
+    return lambda **environ: make_app(AUTH="required", **environ)
 
 
 @pytest.fixture

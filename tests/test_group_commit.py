@@ -15,27 +15,9 @@ import psycopg
 import pytest
 
 from api.keys import create_key
-from core.settings import ApiSettings
 from tests.http_client import request
 from tests.support import wait_for
 from tests.test_auth import serve
-
-
-@pytest.fixture
-def make_app(api_url, db):
-    from api import create_app
-    apps = []
-
-    def make(**environ):
-        settings = ApiSettings.from_env({k: str(v) for k, v in environ.items()})
-        app = create_app({"DATABASE_URL": api_url, "TESTING": True, "SETTINGS": settings})
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["result_waiter"].close()
-        app.extensions["pool"].close()
 
 
 @contextlib.contextmanager
