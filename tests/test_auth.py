@@ -290,8 +290,8 @@ def test_limits_are_off_without_keys_unless_set(app, client, db):
     assert not app.config["SETTINGS"].key_limits.any
     response = client.post("/api/expression", json={"expression": "1"})
     assert response.status_code == 202
-    assert db.execute("SELECT owner, fair_round FROM tasks").fetchone() == (None, None), \
-        "AUTH=off: nobody's task, in arrival order, as before keys existed"
+    assert db.execute("SELECT owner, fair_round = queue_head() FROM tasks").fetchone() == (None, True), \
+        "AUTH=off: nobody's task (the tenant of rows without an owner), at the queue's head"
 
 
 def test_a_limit_set_without_keys_applies_to_all_clients_together(api_url, db):
@@ -501,8 +501,8 @@ def test_a_psql_owner_must_be_a_key(db, keys):
         db.execute("INSERT INTO tasks (expression, owner) VALUES ('1', 99)")
     with pytest.raises(psycopg.errors.ForeignKeyViolation, match="owner 0 is not an API key"):
         db.execute("INSERT INTO tasks (expression, owner) VALUES ('1', 0)")
-    with pytest.raises(psycopg.errors.CheckViolation):  # 0 means nobody in task_counts
-        db.execute("INSERT INTO tasks (expression, owner, fair_round) VALUES ('1', 0, 1)")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="owner 0 is not an API key"):
+        db.execute("INSERT INTO tasks (expression, owner, fair_round) VALUES ('1', 0, 1)")  # a round of its own too
     task_id = insert(db, "1")
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         db.execute("UPDATE tasks SET owner = 99 WHERE id = %s", (task_id,))
