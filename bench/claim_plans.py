@@ -20,7 +20,7 @@ from bench.throughput import INSERT_SAME
 from core.database import load_query
 
 PARAMS = {"limit": 100, "lease_seconds": 30, "max_attempts": 5, "max_expression_length": 10_000,
-          "max_variables_chars": 100_000}
+          "max_variables_chars": 100_000, "skip": []}
 
 
 def variants() -> dict[str, str]:

@@ -73,25 +73,17 @@ ALTER TABLE tasks ALTER COLUMN fair_round SET DEFAULT nextval('tasks_unowned_rou
 -- is not one. The owner must be a key that exists, as before.
 CREATE OR REPLACE FUNCTION assign_fair_round() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    drawn bigint;
 BEGIN
     IF NOT EXISTS (SELECT FROM api_keys WHERE id = NEW.owner) THEN
         RAISE EXCEPTION 'owner % is not an API key', NEW.owner
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'owner is an api_keys id: SELECT id, name FROM api_keys, or leave it NULL (nobody)';
     END IF;
-    IF TG_OP = 'INSERT' THEN
-        IF NEW.fair_round IS NOT NULL THEN
-            BEGIN
-                drawn := currval('tasks_unowned_round');
-            EXCEPTION WHEN object_not_in_prerequisite_state THEN
-                drawn := NULL;  -- no default drawn in this session: the round is psql's own
-            END;
-        END IF;
-        IF NEW.fair_round IS NULL OR NEW.fair_round = drawn THEN
-            NEW.fair_round := next_fair_round(NEW.owner);
-        END IF;
+    -- The default just drawn is the sequence's last value (unless another
+    -- session drew one since: the row then keeps a round near the head).
+    IF TG_OP = 'INSERT' AND (NEW.fair_round IS NULL
+                             OR NEW.fair_round = (SELECT last_value FROM tasks_unowned_round)) THEN
+        NEW.fair_round := next_fair_round(NEW.owner);
     END IF;
     RETURN NEW;
 END;

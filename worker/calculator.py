@@ -248,6 +248,9 @@ class Calculator:
         if now >= self.next_heartbeat:
             self.registration.heartbeat(conn)
             self.next_heartbeat = now + HEARTBEAT_SECONDS
+        fair = self.pool.fair
+        if fair.refresh_due(now, active=self.pool.held_count() > 0):
+            fair.refresh(conn, self.registration.id, now, self.pool.running_by_owner())
         if now >= self.next_lease_extension:
             held = self.pool.held_tasks() + [o.task for o in self.unstored + self.held_back]
             if held:
@@ -327,6 +330,8 @@ class Calculator:
             wake_at = [self.statements.retry_at]
         else:
             wake_at = [self.next_lease_extension, self.next_heartbeat]
+            if self.pool.fair.refresh_due(float("inf"), active=self.pool.held_count() > 0):
+                wake_at.append(self.pool.fair.next_refresh)
             if self.claims.room(now) > 0:
                 wake_at.append(self.claims.next_poll)
             hand_back = self.pool.queue.next_overdue_at(self.pool.claim_size.hold)

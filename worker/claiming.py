@@ -41,6 +41,7 @@ class Claims:
         self._idle_claimed_at = -1  # pool.freed when it was last done
         self.frontier = ClaimFrontier()  # where each claim's walk starts
         self.next_poll = 0.0
+        self.skipped: frozenset = frozenset()  # the tenants the last claim passed over
 
     def expect_work(self) -> None:
         """Tasks may be waiting: a notification, a hand-back, a new connection."""
@@ -90,10 +91,26 @@ class Claims:
 
     def _claim(self, conn: psycopg.Connection, room: int, now: float, refused: list,
                polling: bool = False) -> list[Task]:
+        # Tenants ahead of the others in evaluation time are passed over
+        # (fair_share.py); one that is no longer ahead has tasks behind the
+        # frontier, passed over before: this walk starts at the queue's head.
+        skip = frozenset(self.pool.ahead(now))
+        if self.skipped - skip:
+            self.frontier.lower(None)
+        self.skipped = skip
         start = self.frontier.start(now, polling)
         began, began_ns = time.monotonic(), time.time_ns()
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
-                                      self.settings.max_attempts, self.settings.limits, after=start)
+                                      self.settings.max_attempts, self.settings.limits, after=start,
+                                      skip=skip)
+        if skip and len(tasks) + len(given_up) < room:
+            # Nothing else is claimable: the tenants ahead get their turn
+            # rather than an idle child (their next claim skips them again).
+            more, more_given_up = claim_tasks(conn, room - len(tasks) - len(given_up),
+                                              self.settings.lease_seconds, self.settings.max_attempts,
+                                              self.settings.limits, after=start)
+            tasks += more
+            given_up.merge(more_given_up)
         if tracing.TRACING is not None:
             tracing.TRACING.claimed(tasks, given_up, began_ns, time.time_ns())
         took = time.monotonic() - began

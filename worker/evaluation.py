@@ -147,9 +147,11 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits, timer: CpuTimer,
         # opposite order, so when it sees this index it sees this start time.
         progress[STARTED_AT] = started
         progress[STARTED] = index
+        cpu_started = time.process_time()
         result, error = calculate(expression, variables, limits)
-        # The seconds it took go back too: the Calculator's evaluation histogram.
-        results.append((task_id, result, error, time.monotonic() - started))
+        # The seconds it took go back too: wall-clock for the Calculator's
+        # evaluation histogram, CPU time for the tenant's share (fair_share.py).
+        results.append((task_id, result, error, time.monotonic() - started, time.process_time() - cpu_started))
     timer.arm(0)  # idle: receiving the next chunk is no task's
     progress[STARTED] = -1
     conn.send(("done", results))

@@ -49,6 +49,7 @@ from worker import tracing
 from worker.evaluation import CUTOFF, OUT_OF_MEMORY, STARTED
 from worker.evaluator import Evaluator
 from worker.fair_queue import FairQueue, OwnerUsage
+from worker.fair_share import FairShare
 from worker.task_queue import Outcome, Task
 from worker.timeout_guard import TimeoutGuard
 
@@ -73,7 +74,8 @@ class EvaluatorPool:
         self.context = _context()
         self.queue = FairQueue()
         self.claim_size = ClaimSize(settings)  # fed with every evaluation's seconds
-        self.usage = OwnerUsage()  # evaluation seconds per owner lately: the dispatch rule
+        self.usage = OwnerUsage()  # evaluation seconds per owner lately: which owners are slow
+        self.fair = FairShare()    # each tenant's virtual time: the dispatch order, the claims' skips
         self.freed = 0  # how many times a child became idle (a chunk done, a replacement)
         self.evaluators: list[Evaluator] = []
         self.timeout = settings.calculation_timeout  # CPU seconds, kept by the child's timer
@@ -114,8 +116,15 @@ class EvaluatorPool:
 
     def submit(self, tasks: list[Task]) -> None:
         """Queue tasks: newly claimed ones, or ones coming back unstarted
-        (they go back to their place in the fair order)."""
-        self.queue.add(tasks, time.monotonic())
+        (they go back to their place in the fair order). A tenant that had
+        nothing here starts at the system's virtual time (fair_share.py)."""
+        if not tasks:
+            return
+        now = time.monotonic()
+        present = self.present(now)
+        for tenant in {t.owner for t in tasks} - set(present):
+            self.fair.arrived(tenant, present)
+        self.queue.add(tasks, now)
 
     def take_queued(self) -> list[Task]:
         return self.queue.take_all()
@@ -136,6 +145,27 @@ class EvaluatorPool:
                 else next(iter(evaluator.unanswered.values()))
             running[task.owner] = running.get(task.owner, 0) + 1
         return running
+
+    def running_seconds(self, now: float) -> dict:
+        """Per tenant, the seconds its running tasks have run so far."""
+        seconds: dict = {}
+        for evaluator in self.evaluators:
+            running = evaluator.running()
+            if running is not None and running[0].id in evaluator.unanswered:
+                owner = running[0].owner
+                seconds[owner] = seconds.get(owner, 0.0) + max(0.0, now - running[1])
+        return seconds
+
+    def present(self, now: float) -> dict:
+        """The tenants with tasks here (queued or running), each with its
+        effective virtual time (its running tasks' seconds so far counted)."""
+        running = self.running_seconds(now)
+        tenants = self.queue.owners() | set(running) | set(self.running_by_owner())
+        return {t: self.fair.effective(t, running.get(t, 0.0)) for t in tenants}
+
+    def ahead(self, now: float) -> set:
+        """The tenants ahead of the others in evaluation time: the claims skip them."""
+        return self.fair.ahead(self.present(now))
 
     def idle_count(self) -> int:
         return sum(1 for e in self.evaluators if not e.busy)
@@ -161,21 +191,21 @@ class EvaluatorPool:
             return True
         running = self.running_by_owner()
         now = time.monotonic()
-        first = self.queue.first_owner(running, self._used_at(now))
-        return running.get(first, 0) > 0 or self.usage.slow(first, now)
-
-    def _used_at(self, now: float):
-        return lambda owner: self.usage.seconds(owner, now)
+        present = self.present(now)
+        first = self.queue.first_owner(running, present.__getitem__)
+        return running.get(first, 0) > 0 or self.usage.slow(first, now) or first in self.fair.ahead(present)
 
     # --- moving work ------------------------------------------------------
 
     def dispatch(self) -> None:
         idle = [e for e in self.evaluators if not e.busy]
-        running = self.running_by_owner() if idle and self.queue else {}
-        used = self._used_at(time.monotonic())
+        if not (idle and self.queue):
+            return
+        running = self.running_by_owner()
+        present = self.present(time.monotonic())
         while idle and self.queue:
             chunk = self.queue.next_chunk(min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle))),
-                                          running, self._chunk_limit_of, used)
+                                          running, self._chunk_limit_of, present.__getitem__)
             owner = chunk[0].owner
             running[owner] = running.get(owner, 0) + 1
             evaluator = idle.pop()
@@ -222,7 +252,7 @@ class EvaluatorPool:
         kind, results = message
         total = 0.0
         now = time.monotonic()
-        for task_id, result, error, seconds in results:
+        for task_id, result, error, seconds, cpu_seconds in results:
             METRICS.evaluated(seconds)
             total += seconds
             task = evaluator.unanswered.pop(task_id, None)
@@ -234,6 +264,7 @@ class EvaluatorPool:
                                               "memory" if error == OUT_OF_MEMORY else None)
                 outcomes.append(Outcome(task, result, error))
                 self.usage.charge(task.owner, seconds, now)
+                self.fair.charge(task.owner, cpu_seconds, now)
                 self._forget(task_id)
         if results:
             self.claim_size.observe(total, time.monotonic(), len(results))
@@ -373,6 +404,7 @@ class EvaluatorPool:
             tracing.TRACING.evaluated(task, now - started_at, error, "timeout")
         self.claim_size.observe(now - started_at, now)
         self.usage.charge(task.owner, now - started_at, now)
+        self.fair.charge(task.owner, self.timeout, now)  # a timeout charges the whole budget
         self._replace(evaluator, task)
         self._forget(task.id)
         return Outcome(task, None, error)

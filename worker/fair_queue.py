@@ -4,18 +4,19 @@ The database hands out tasks in fair order (keys take turns, sql/010); this
 queue keeps that promise inside one Calculator, where a few runaways of one
 key would otherwise hold every child while another key's quick tasks wait:
 
-- a chunk for an idle child starts with the owner that has the fewest tasks
-  running on this Calculator's children (None, rows without an owner, is
-  one owner), ties by the evaluation time it used here lately (OwnerUsage:
-  seconds, decaying over USAGE_DECAY_SECONDS), then by its lowest
-  (fair_round, id). Without recent use, a child freed by a key's runaway
-  went to that key's next runaway whenever another key also had one
-  running (the freed key then had nothing running, like the quick key, and
-  the lower round): the quick key moved one turn per timeout;
+- a chunk for an idle child starts with the owner (None, rows without an
+  owner, is one owner) that is least far on in virtual time (used: its
+  evaluation seconds over its weight, the seconds of its running tasks so
+  far counted: worker/fair_share.py), ties by the fewest tasks running on
+  this Calculator's children, then by its lowest (fair_round, id). (By
+  tasks running alone, a child freed by a key's runaway went to that key's
+  next runaway whenever another key also had one running: the quick key
+  moved one turn per timeout; by tasks running first, two keys of weights
+  1 and 3 each kept one child of two);
 - it continues with that owner's tasks in (fair_round, id) order, then with
   the next owners in the same priority order, but only with owners that
-  have no more tasks running here than the first and have used no more
-  time lately (within CONTINUE_SLACK_SECONDS): a chunk never carries a
+  have no more tasks running here than the first and are no further on in
+  virtual time (within CONTINUE_SLACK_SECONDS): a chunk never carries a
   busier or heavier owner's task behind a lighter one's (the child would
   start it, perhaps a runaway, as soon as the quick ones are done, without
   the parent deciding again);
@@ -152,18 +153,18 @@ class FairQueue:
     # --- the dispatch rule --------------------------------------------------
 
     def _order(self, running: dict, used: Callable) -> list:
-        return sorted(self._owners, key=lambda o: (running.get(o, 0), used(o), _key(self._owners[o][-1])))
+        return sorted(self._owners, key=lambda o: (used(o), running.get(o, 0), _key(self._owners[o][-1])))
 
     def first_owner(self, running: dict, used: Callable = _no_use) -> object:
         """The owner the next chunk starts with (only for a non-empty queue);
-        used(owner): its evaluation seconds lately (OwnerUsage)."""
+        used(owner): its effective virtual time (worker/fair_share.py)."""
         return self._order(running, used)[0]
 
     def next_chunk(self, size: int, running: dict, limit_of: Callable[[int], int],
                    used: Callable = _no_use) -> list[Task]:
         """Up to size tasks by the dispatch rule (see the module's doc);
         limit_of(id) is the largest chunk a task may go in (after children
-        died before starting it); used(owner) its evaluation seconds lately."""
+        died before starting it); used(owner) its effective virtual time."""
         order = self._order(running, used)
         first_running = running.get(order[0], 0)
         first_used = used(order[0])

@@ -60,13 +60,18 @@ class GivenUp(list):
         super().__init__(ids)
         self.trace_contexts = trace_contexts or {}
 
+    def merge(self, other: "GivenUp") -> None:
+        self.extend(other)
+        self.trace_contexts.update(other.trace_contexts)
+
 
 def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
                 max_attempts: int, limits: ExpressionLimits = ExpressionLimits(),
-                after: tuple[int, int] | None = HEAD) -> tuple[list[Task], GivenUp]:
+                after: tuple[int, int] | None = HEAD, skip: frozenset = frozenset()) -> tuple[list[Task], GivenUp]:
     """Claim up to limit tasks placed past after, (place, id) in the fair
     order, or from the queue's head with after None (worker/claim_frontier.py);
-    also returns the ids given up on (see the SQL).
+    also returns the ids given up on (see the SQL). The tasks of the
+    tenants in skip (owners; None: rows without an owner) are passed over.
 
     Each row is decoded and checked on its own (worker/intake.py): a row that
     cannot be calculated comes back as a Task with its problem set."""
@@ -75,7 +80,8 @@ def claim_tasks(conn: psycopg.Connection, limit: int, lease_seconds: float,
         {"limit": limit, "lease_seconds": lease_seconds, "max_attempts": max_attempts,
          "max_expression_length": limits.max_expression_length,
          "max_variables_chars": MAX_VARIABLES_CHARS,
-         "after_place": after[0] if after else None, "after_id": after[1] if after else None},
+         "after_place": after[0] if after else None, "after_id": after[1] if after else None,
+         "skip": sorted(0 if tenant is None else tenant for tenant in skip)},
         prepare=True,
     ).fetchall()
     claimed = [_read_row(*row[:5], *row[6:], limits) for row in rows if not row[5]]

@@ -33,12 +33,18 @@
 -- cannot read becomes that row's error outcome). With each task come its
 -- attempt (1 for the first claim) and its trace context (sql/015), for the
 -- Calculator's spans and log lines (worker/tracing.py).
+--
+-- The tenants in %(skip)s (owners, 0 for rows without an owner) are ahead
+-- of the others in evaluation time (worker/fair_share.py): their tasks are
+-- passed over; the Calculator claims them with an empty %(skip)s when
+-- nothing else is claimable.
 WITH candidates AS (
     SELECT id, attempts
     FROM tasks
     WHERE finished_at IS NULL AND process_at <= now()
       AND (coalesce(fair_round, id), id) > (coalesce(%(after_place)s::bigint, (SELECT queue_head()) - 1),
                                             coalesce(%(after_id)s::bigint, 9223372036854775807))
+      AND coalesce(owner, 0) <> ALL(%(skip)s::bigint[])
     ORDER BY coalesce(fair_round, id), id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

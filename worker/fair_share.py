@@ -1,0 +1,171 @@
+"""Each tenant's share of the evaluation time: virtual time, charged in CPU seconds.
+
+A tenant is an API key, or None: the rows without an owner (psql,
+AUTH=off), one tenant more. Among the tenants with work, each should get a
+share of the evaluation time in proportion to its weight (api_keys.weight;
+1 for rows without an owner), as processor sharing would give it. The rule
+here is start-time fair queueing by virtual time:
+
+- a tenant's virtual time advances by the CPU seconds its tasks used,
+  divided by its weight (a task that timed out charges its full timeout);
+  a task still running counts its seconds so far;
+- the system's virtual time is the least virtual time among the tenants
+  with tasks here (queued or running); it never goes back;
+- a tenant that comes (back) with work starts at the system's virtual time,
+  not below: no credit for the time it had nothing to do;
+- a tenant more than QUANTUM_SECONDS ahead of the system's virtual time is
+  *ahead*: the claims skip its tasks (sql/queries/claim_tasks.sql) while
+  the others' wait, and the local queue starts the least virtual time first.
+
+Every Calculator charges what its own children use, and shares it through
+its row in calculators (tenant_usage, written once a second while it has
+work: no row is written per task or per tenant); each reads the others'
+rows in the same statement and charges their new seconds to its own view.
+The views of two Calculators differ by at most a second's charges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from core.database import load_query
+
+QUANTUM_SECONDS = 0.5   # how far ahead of the others a tenant may be before its tasks are skipped
+REFRESH_SECONDS = 1.0   # how often the charges are shared
+WINDOW_SECONDS = 60.0   # the "last minute" of the published figures
+NONE = "none"           # rows without an owner, in tenant_usage
+
+
+def label(tenant) -> str:
+    return NONE if tenant is None else str(tenant)
+
+
+def tenant_of(label_: str):
+    return None if label_ == NONE else int(label_)
+
+
+class FairShare:
+    def __init__(self) -> None:
+        self.virtual: dict = {}    # tenant -> virtual seconds
+        self.weights: dict = {}    # owner -> weight, for keys whose weight is not 1
+        self.charged: dict = {}    # tenant -> CPU seconds charged here since start (published)
+        self._recent: dict = {}    # tenant -> deque of (monotonic second, CPU seconds)
+        self._others: dict | None = None  # calculator id -> {label: seconds} at the last refresh
+        self.floor = 0.0           # the system's virtual time, never going back
+        self.next_refresh = 0.0
+        self._dirty = False        # charged since the last refresh
+
+    # --- charging ---------------------------------------------------------
+
+    def weight(self, tenant) -> float:
+        return self.weights.get(tenant, 1.0)
+
+    def charge(self, tenant, seconds: float, now: float) -> None:
+        """A task of tenant's used seconds of CPU time here."""
+        seconds = max(0.0, seconds)
+        self.charged[tenant] = self.charged.get(tenant, 0.0) + seconds
+        self.virtual[tenant] = self.virtual.get(tenant, self.floor) + seconds / self.weight(tenant)
+        recent = self._recent.setdefault(tenant, deque())
+        second = math.floor(now)
+        if recent and recent[-1][0] == second:
+            recent[-1] = (second, recent[-1][1] + seconds)
+        else:
+            recent.append((second, seconds))
+        self._dirty = True
+
+    def _charge_elsewhere(self, tenant, seconds: float) -> None:
+        if seconds > 0:
+            self.virtual[tenant] = self.virtual.get(tenant, self.floor) + seconds / self.weight(tenant)
+
+    # --- the order --------------------------------------------------------
+
+    def arrived(self, tenant, present) -> None:
+        """Tasks of tenant came to this Calculator, which held none of its
+        (present: the tenants it holds): it starts at the system's virtual
+        time, no credit for its pause."""
+        start = self.system_time(present)
+        if self.virtual.get(tenant, start) < start:
+            self.virtual[tenant] = start
+        self.virtual.setdefault(tenant, start)
+
+    def effective(self, tenant, running_seconds: float = 0.0) -> float:
+        """Tenant's virtual time, counting the seconds its running tasks used so far."""
+        return self.virtual.get(tenant, self.floor) + running_seconds / self.weight(tenant)
+
+    def system_time(self, present) -> float:
+        """The least virtual time of the tenants held here (present), their
+        running tasks not counted (as start-time fair queueing takes the
+        start tag of the task in service: a tenant that comes while
+        another's long task runs starts where that task started, and its
+        quick tasks go before that tenant's next); it never goes back."""
+        if present:
+            self.floor = max(self.floor, min(self.virtual.get(t, self.floor) for t in present))
+        return self.floor
+
+    def ahead(self, present: dict) -> set:
+        """The tenants whose claims wait: more than QUANTUM_SECONDS ahead of
+        the system's virtual time (present: the tenants held here, each with
+        its effective virtual time)."""
+        limit = self.system_time(present) + QUANTUM_SECONDS
+        ahead = {t for t, v in present.items() if v > limit}
+        ahead.update(t for t, v in self.virtual.items() if t not in present and v > limit)
+        return ahead
+
+    # --- sharing ----------------------------------------------------------
+
+    def usage(self, now: float, running: dict) -> dict:
+        """What this Calculator publishes: per tenant, [CPU seconds since it
+        started, CPU seconds over the last minute, tasks running now]."""
+        since = math.floor(now) - WINDOW_SECONDS
+        figures = {}
+        for tenant in set(self.charged) | set(running):
+            recent = self._recent.get(tenant)
+            while recent and recent[0][0] <= since:
+                recent.popleft()
+            last_minute = sum(s for _, s in recent) if recent else 0.0
+            count = running.get(tenant, 0)
+            if last_minute or count or self.charged.get(tenant, 0.0):
+                figures[label(tenant)] = [round(self.charged.get(tenant, 0.0), 6), round(last_minute, 6), count]
+        # Forget tenants quiet for a minute: only their totals stay published.
+        for tenant in [t for t, r in self._recent.items() if not r]:
+            del self._recent[tenant]
+        return figures
+
+    def refresh_due(self, now: float, active: bool) -> bool:
+        return now >= self.next_refresh and (active or self._dirty)
+
+    def refresh(self, conn: psycopg.Connection, calculator_id, now: float, running: dict) -> None:
+        """Publish this Calculator's charges and take in the others' (and
+        the keys' weights), in one statement."""
+        rows = conn.execute(load_query("share_tenant_usage"),
+                            {"id": calculator_id, "usage": Jsonb(self.usage(now, running))},
+                            prepare=True).fetchall()
+        weights, others = {}, {}
+        for kind, name, value in rows:
+            if kind == "weight":
+                weights[int(name)] = float(value)
+            else:
+                others[name] = {k: v[0] for k, v in (value or {}).items()
+                                if isinstance(v, list) and v and isinstance(v[0], (int, float))}
+        self.weights = weights
+        if self._others is not None:  # the first look is only where the others stand
+            for calculator, totals in others.items():
+                before = self._others.get(calculator, {})
+                for name, total in totals.items():
+                    try:
+                        tenant = tenant_of(name)
+                    except ValueError:
+                        continue
+                    self._charge_elsewhere(tenant, total - before.get(name, 0.0))
+        self._others = others
+        # Forget the tenants no further on than the system's virtual time:
+        # they would start there anyway.
+        for tenant in [t for t, v in self.virtual.items() if v <= self.floor and t not in running]:
+            del self.virtual[tenant]
+        self._dirty = False
+        self.next_refresh = now + REFRESH_SECONDS
+
