@@ -48,7 +48,8 @@ from worker.cpu_timer import CpuTimer
 STARTED = 0     # index in the chunk of the task being calculated; -1 when idle
 STARTED_AT = 1  # time.monotonic() when it started (the same clock in every process)
 CUTOFF = 2      # written by the parent: do not start tasks at this index or later
-PROGRESS_SLOTS = 3
+CPU_AT = 3      # time.process_time() when it started: the CPU seconds the process had used
+PROGRESS_SLOTS = 4
 
 CANNOT_RECEIVE = 3  # exit code of a child that could not receive its chunk
 
@@ -143,11 +144,12 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits, timer: CpuTimer,
         if started - armed_at >= REARM_SECONDS:
             timer.arm(cpu_timeout)
             armed_at = started
-        # Start time first, index second; the parent reads them in the
-        # opposite order, so when it sees this index it sees this start time.
+        # Start times first, index second; the parent reads them in the
+        # opposite order, so when it sees this index it sees these start times.
+        cpu_started = time.process_time()
+        progress[CPU_AT] = cpu_started
         progress[STARTED_AT] = started
         progress[STARTED] = index
-        cpu_started = time.process_time()
         result, error = calculate(expression, variables, limits)
         # The seconds it took go back too: wall-clock for the Calculator's
         # evaluation histogram, CPU time for the tenant's share (fair_share.py).

@@ -8,10 +8,11 @@ import signal
 from multiprocessing.connection import Connection
 
 from core.settings import CalculatorSettings
-from worker.evaluation import CUTOFF, PROGRESS_SLOTS, STARTED, STARTED_AT, run_child
+from worker.evaluation import CPU_AT, CUTOFF, PROGRESS_SLOTS, STARTED, STARTED_AT, run_child
 from worker.task_queue import Task
 
 EXIT_WAIT = 1.0  # seconds to wait for a child whose pipe closed to be gone
+_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's CPU times
 
 
 class Evaluator:
@@ -52,6 +53,18 @@ class Evaluator:
         if not self.busy or index < 0 or index >= len(self.chunk):
             return None
         return self.chunk[index], started_at
+
+    def cpu_seconds_of_running(self, started_at: float, now: float) -> float:
+        """The CPU seconds the task running since started_at has used so far
+        (from /proc; where there is none, the wall-clock seconds)."""
+        cpu_at = self.progress[CPU_AT]
+        try:
+            with open(f"/proc/{self.process.pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            return max(0.0, now - started_at)
+        used = (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+        return max(0.0, used - cpu_at)
 
     def take_back_unstarted(self, after_index: int) -> list[Task]:
         """Tell the child not to start tasks after after_index; return them."""

@@ -57,6 +57,7 @@ log = logging.getLogger("calculator.evaluators")
 
 CHUNK_MAX = 64
 STALL_SECONDS = 0.1
+RUNNING_SECONDS_CACHE = 0.02  # how old the running tasks' CPU seconds may be (fair_share.py)
 
 
 def _context():
@@ -76,6 +77,7 @@ class EvaluatorPool:
         self.claim_size = ClaimSize(settings)  # fed with every evaluation's seconds
         self.usage = OwnerUsage()  # evaluation seconds per owner lately: which owners are slow
         self.fair = FairShare()    # each tenant's virtual time: the dispatch order, the claims' skips
+        self._running_seconds: tuple[float, dict] = (-1.0, {})  # (when, running_seconds())
         self.freed = 0  # how many times a child became idle (a chunk done, a replacement)
         self.evaluators: list[Evaluator] = []
         self.timeout = settings.calculation_timeout  # CPU seconds, kept by the child's timer
@@ -123,7 +125,7 @@ class EvaluatorPool:
         now = time.monotonic()
         present = self.present(now)
         for tenant in {t.owner for t in tasks} - set(present):
-            self.fair.arrived(tenant, present)
+            self.fair.arrived(tenant, now)
         self.queue.add(tasks, now)
 
     def take_queued(self) -> list[Task]:
@@ -147,13 +149,18 @@ class EvaluatorPool:
         return running
 
     def running_seconds(self, now: float) -> dict:
-        """Per tenant, the seconds its running tasks have run so far."""
+        """Per tenant, the CPU seconds its running tasks have used so far
+        (read from /proc at most every RUNNING_SECONDS_CACHE seconds)."""
+        if now - self._running_seconds[0] < RUNNING_SECONDS_CACHE:
+            return self._running_seconds[1]
         seconds: dict = {}
         for evaluator in self.evaluators:
             running = evaluator.running()
-            if running is not None and running[0].id in evaluator.unanswered:
+            if running is not None and running[0].id in evaluator.unanswered \
+                    and now - running[1] >= RUNNING_SECONDS_CACHE:
                 owner = running[0].owner
-                seconds[owner] = seconds.get(owner, 0.0) + max(0.0, now - running[1])
+                seconds[owner] = seconds.get(owner, 0.0) + evaluator.cpu_seconds_of_running(running[1], now)
+        self._running_seconds = (now, seconds)
         return seconds
 
     def present(self, now: float) -> dict:
@@ -161,11 +168,12 @@ class EvaluatorPool:
         effective virtual time (its running tasks' seconds so far counted)."""
         running = self.running_seconds(now)
         tenants = self.queue.owners() | set(running) | set(self.running_by_owner())
+        self.fair.seen(tenants, now)
         return {t: self.fair.effective(t, running.get(t, 0.0)) for t in tenants}
 
     def ahead(self, now: float) -> set:
         """The tenants ahead of the others in evaluation time: the claims skip them."""
-        return self.fair.ahead(self.present(now))
+        return self.fair.ahead(self.present(now), now)
 
     def idle_count(self) -> int:
         return sum(1 for e in self.evaluators if not e.busy)
@@ -193,7 +201,7 @@ class EvaluatorPool:
         now = time.monotonic()
         present = self.present(now)
         first = self.queue.first_owner(running, present.__getitem__)
-        return running.get(first, 0) > 0 or self.usage.slow(first, now) or first in self.fair.ahead(present)
+        return running.get(first, 0) > 0 or self.usage.slow(first, now) or first in self.fair.ahead(present, now)
 
     # --- moving work ------------------------------------------------------
 

@@ -9,10 +9,17 @@ here is start-time fair queueing by virtual time:
 - a tenant's virtual time advances by the CPU seconds its tasks used,
   divided by its weight (a task that timed out charges its full timeout);
   a task still running counts its seconds so far;
-- the system's virtual time is the least virtual time among the tenants
-  with tasks here (queued or running); it never goes back;
-- a tenant that comes (back) with work starts at the system's virtual time,
-  not below: no credit for the time it had nothing to do;
+- the system's virtual time is the least virtual time among the active
+  tenants: those with tasks here (queued or running), or charged here or
+  by another Calculator, within the last ACTIVE_SECONDS (a tenant with a
+  backlog leaves this Calculator now and then, between one claim's tasks
+  and the next); a running task's seconds so far do not count there (as
+  start-time fair queueing takes the start tag of the task in service: a
+  tenant that comes while another's long task runs starts where that task
+  started, and its quick tasks go before that tenant's next);
+- a tenant that comes (back) with work after ACTIVE_SECONDS without any
+  starts at the system's virtual time, not below: no credit for the time it
+  had nothing to do;
 - a tenant more than QUANTUM_SECONDS ahead of the system's virtual time is
   *ahead*: the claims skip its tasks (sql/queries/claim_tasks.sql) while
   the others' wait, and the local queue starts the least virtual time first.
@@ -35,6 +42,7 @@ from psycopg.types.json import Jsonb
 from core.database import load_query
 
 QUANTUM_SECONDS = 0.5   # how far ahead of the others a tenant may be before its tasks are skipped
+ACTIVE_SECONDS = 3.0    # a tenant seen or charged this recently is active
 REFRESH_SECONDS = 1.0   # how often the charges are shared
 WINDOW_SECONDS = 60.0   # the "last minute" of the published figures
 NONE = "none"           # rows without an owner, in tenant_usage
@@ -55,6 +63,7 @@ class FairShare:
         self.charged: dict = {}    # tenant -> CPU seconds charged here since start (published)
         self._recent: dict = {}    # tenant -> deque of (monotonic second, CPU seconds)
         self._others: dict | None = None  # calculator id -> {label: seconds} at the last refresh
+        self.active: dict = {}     # tenant -> when it was last seen here or charged anywhere
         self.floor = 0.0           # the system's virtual time, never going back
         self.next_refresh = 0.0
         self._dirty = False        # charged since the last refresh
@@ -67,6 +76,7 @@ class FairShare:
     def charge(self, tenant, seconds: float, now: float) -> None:
         """A task of tenant's used seconds of CPU time here."""
         seconds = max(0.0, seconds)
+        self.active[tenant] = now
         self.charged[tenant] = self.charged.get(tenant, 0.0) + seconds
         self.virtual[tenant] = self.virtual.get(tenant, self.floor) + seconds / self.weight(tenant)
         recent = self._recent.setdefault(tenant, deque())
@@ -77,40 +87,47 @@ class FairShare:
             recent.append((second, seconds))
         self._dirty = True
 
-    def _charge_elsewhere(self, tenant, seconds: float) -> None:
+    def _charge_elsewhere(self, tenant, seconds: float, now: float) -> None:
         if seconds > 0:
+            self.active[tenant] = now
             self.virtual[tenant] = self.virtual.get(tenant, self.floor) + seconds / self.weight(tenant)
 
     # --- the order --------------------------------------------------------
 
-    def arrived(self, tenant, present) -> None:
-        """Tasks of tenant came to this Calculator, which held none of its
-        (present: the tenants it holds): it starts at the system's virtual
-        time, no credit for its pause."""
-        start = self.system_time(present)
-        if self.virtual.get(tenant, start) < start:
-            self.virtual[tenant] = start
-        self.virtual.setdefault(tenant, start)
+    def seen(self, tenants, now: float) -> None:
+        """These tenants have tasks here now."""
+        for tenant in tenants:
+            self.active[tenant] = now
+
+    def arrived(self, tenant, now: float) -> None:
+        """Tasks of tenant came to this Calculator: after ACTIVE_SECONDS
+        without any (here or anywhere), it starts at the system's virtual
+        time, not below (no credit for its pause)."""
+        if now - self.active.get(tenant, -math.inf) > ACTIVE_SECONDS:
+            start = self.system_time(now)
+            if self.virtual.get(tenant, start) < start:
+                self.virtual[tenant] = start
+        self.active[tenant] = now
 
     def effective(self, tenant, running_seconds: float = 0.0) -> float:
         """Tenant's virtual time, counting the seconds its running tasks used so far."""
         return self.virtual.get(tenant, self.floor) + running_seconds / self.weight(tenant)
 
-    def system_time(self, present) -> float:
-        """The least virtual time of the tenants held here (present), their
-        running tasks not counted (as start-time fair queueing takes the
-        start tag of the task in service: a tenant that comes while
-        another's long task runs starts where that task started, and its
-        quick tasks go before that tenant's next); it never goes back."""
-        if present:
-            self.floor = max(self.floor, min(self.virtual.get(t, self.floor) for t in present))
+    def system_time(self, now: float) -> float:
+        """The least virtual time of the active tenants (running tasks not
+        counted); it never goes back."""
+        since = now - ACTIVE_SECONDS
+        times = [self.virtual.get(t, self.floor) for t, at in self.active.items() if at >= since]
+        if times:
+            self.floor = max(self.floor, min(times))
         return self.floor
 
-    def ahead(self, present: dict) -> set:
+    def ahead(self, present: dict, now: float) -> set:
         """The tenants whose claims wait: more than QUANTUM_SECONDS ahead of
-        the system's virtual time (present: the tenants held here, each with
-        its effective virtual time)."""
-        limit = self.system_time(present) + QUANTUM_SECONDS
+        the system's virtual time (present: the tenants with tasks here, each
+        with its effective virtual time)."""
+        self.seen(present, now)
+        limit = self.system_time(now) + QUANTUM_SECONDS
         ahead = {t for t, v in present.items() if v > limit}
         ahead.update(t for t, v in self.virtual.items() if t not in present and v > limit)
         return ahead
@@ -160,12 +177,15 @@ class FairShare:
                         tenant = tenant_of(name)
                     except ValueError:
                         continue
-                    self._charge_elsewhere(tenant, total - before.get(name, 0.0))
+                    self._charge_elsewhere(tenant, total - before.get(name, 0.0), now)
         self._others = others
-        # Forget the tenants no further on than the system's virtual time:
-        # they would start there anyway.
-        for tenant in [t for t, v in self.virtual.items() if v <= self.floor and t not in running]:
-            del self.virtual[tenant]
+        # Forget the tenants quiet for a while and no further on than the
+        # system's virtual time: they would start there anyway.
+        since = now - 10 * ACTIVE_SECONDS
+        for tenant in [t for t, at in self.active.items() if at < since]:
+            del self.active[tenant]
+            if self.virtual.get(tenant, math.inf) <= self.floor:
+                del self.virtual[tenant]
         self._dirty = False
         self.next_refresh = now + REFRESH_SECONDS
 

@@ -1,0 +1,170 @@
+"""A fair share of the Calculators' time (docs/design.md, "Fair share of
+time"), with real Calculators on the real database: among the tenants with
+work (each key, and rows without an owner as one more), evaluation time
+(CPU seconds) goes by weight, whatever each one queued and however long
+its tasks take."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import wait_done, wait_for
+from worker.fair_share import ACTIVE_SECONDS, QUANTUM_SECONDS, FairShare
+
+RUNAWAY = "9**(9**9)"
+TIMEOUT = 2.5
+# The bounds are wall-clock waits behind runaways; with the wall-clock
+# ceiling at the timeout too, a runaway holds its process for at most
+# TIMEOUT seconds on a loaded machine (as in tests/test_fairness.py).
+RUNAWAY_BOUND = dict(calculation_timeout=TIMEOUT, calculation_wall_timeout=TIMEOUT)
+BOUND = TIMEOUT + 3  # the promise for a bulk's last result after its insert
+HEAVY = "(9**(9**6)) % 7"  # about 0.1 s of CPU time, the same every time: its result is 1
+
+
+@pytest.fixture(autouse=True)
+def keys(db):
+    """API keys 1 to 3 (a task's owner is a key's id)."""
+    db.execute("INSERT INTO api_keys (name, secret_sha256) "
+               "SELECT 'key' || g, sha256(g::text::bytea) FROM generate_series(1, 3) g")
+
+
+def insert_many(db, owner: int | None, expressions: list[str]) -> list[int]:
+    """One INSERT, as a psql user would write it (owner None: rows without an owner)."""
+    rows = db.execute("INSERT INTO tasks (expression, owner) SELECT e, %s FROM unnest(%s::text[]) "
+                      "WITH ORDINALITY AS x(e, n) ORDER BY n RETURNING id", (owner, expressions))
+    return sorted(r[0] for r in rows)
+
+
+def finished_by_owner(db) -> dict:
+    return dict(db.execute("SELECT coalesce(owner, 0), count(*) FROM tasks WHERE status <> 'pending' "
+                           "GROUP BY 1").fetchall())
+
+
+def cancel_all(db) -> None:
+    db.execute("SELECT cancel_tasks(array_agg(id)) FROM tasks WHERE status = 'pending'")
+    wait_for(lambda: not db.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone()[0],
+             timeout=20, message="the cancelled tasks to leave the Calculators")
+
+
+def last_result_after_insert(db, ids: list[int]) -> float:
+    return db.execute("SELECT extract(epoch FROM max(finished_at) - min(created_at))::float "
+                      "FROM tasks WHERE id = ANY(%s)", (ids,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_bulk_and_psql_rows_are_not_held_back_by_another_keys_runaways(db, calculators, count):
+    """A's 1,000 runaways first (each takes a turn of TIMEOUT seconds), then
+    B's bulk of 1,000 quick tasks and 20 psql rows without an owner: each
+    is done within TIMEOUT + 3 s of its insert (by turns counted in tasks,
+    B needed about 1,000 of A's timeouts: minutes)."""
+    started = [calculators(**RUNAWAY_BOUND) for _ in range(count)]
+    insert_many(db, 1, [RUNAWAY] * 1000)
+    wait_for(lambda: all(len(c.busy_evaluator_pids()) == 2 for c in started), timeout=30,
+             message="every evaluation process to run one of A's runaways")
+    bulk = insert_many(db, 2, [f"{n} + 1" for n in range(1000)])
+    psql = insert_many(db, None, [f"{n} * 2" for n in range(20)])
+    try:
+        results = wait_done(db, bulk + psql, timeout=BOUND + 10)
+        assert all(results[i] == ("done", n + 1, None) for n, i in enumerate(bulk))
+        assert all(results[i] == ("done", n * 2, None) for n, i in enumerate(psql))
+        for name, ids in (("B's bulk", bulk), ("the psql rows", psql)):
+            took = last_result_after_insert(db, ids)
+            assert took <= BOUND, f"{name}: the last result came {took:.1f} s after the insert"
+        assert finished_by_owner(db).get(1, 0) < 100, "A's runaways were not all run first"
+    finally:
+        cancel_all(db)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_two_flooding_keys_share_the_time_by_their_weights(db, calculators, count):
+    """Keys of weights 1 and 3, both with more work than the Calculators
+    can do: 25 % and 75 % of the evaluation time (± 5 %). Their tasks take
+    the same CPU time each, so the share of time is the share of tasks."""
+    db.execute("UPDATE api_keys SET weight = 3 WHERE id = 2")
+    started = [calculators(num_processes=2) for _ in range(count)]
+    insert_many(db, 1, [HEAVY] * 1500)
+    insert_many(db, 2, [HEAVY] * 1500)
+    try:
+        # Past the first turns (and the weights' first refresh) ...
+        wait_for(lambda: sum(finished_by_owner(db).values()) >= 40, timeout=60, message="40 results")
+        before = finished_by_owner(db)
+        # ... then about 20 s of work on two cores.
+        wait_for(lambda: sum(finished_by_owner(db).values()) >= sum(before.values()) + 400,
+                 timeout=150, interval=0.1, message="400 more results")
+        after = finished_by_owner(db)
+        a, b = after.get(1, 0) - before.get(1, 0), after.get(2, 0) - before.get(2, 0)
+        assert 0.20 <= a / (a + b) <= 0.30, f"weight 1: {a} tasks, weight 3: {b} tasks"
+        assert all(c.process.poll() is None for c in started)
+    finally:
+        cancel_all(db)
+    assert db.execute("SELECT count(*) FROM tasks WHERE status = 'done' AND result <> '1'").fetchone()[0] == 0
+
+
+def test_a_key_coming_back_after_a_pause_gets_its_share_not_its_pause(db, calculators):
+    """A works alone for a while; then B comes with as much work: from then
+    on they share, B does not get the whole machine for the time it had
+    nothing to do (start-time fair queueing: B starts at the current
+    virtual time)."""
+    calculators(num_processes=2)
+    insert_many(db, 1, [HEAVY] * 1500)
+    wait_for(lambda: finished_by_owner(db).get(1, 0) >= 80, timeout=60, interval=0.1,
+             message="A's first 80 results (8 s of CPU time)")
+    insert_many(db, 2, [HEAVY] * 1500)
+    try:
+        before = finished_by_owner(db)
+        wait_for(lambda: sum(finished_by_owner(db).values()) >= sum(before.values()) + 60,
+                 timeout=60, interval=0.1, message="60 more results")
+        after = finished_by_owner(db)
+        a, b = after.get(1, 0) - before.get(1, 0), after.get(2, 0) - before.get(2, 0)
+        assert a >= 0.3 * (a + b), f"right after B came: A {a} tasks, B {b} tasks"
+        assert b >= 0.3 * (a + b), f"right after B came: A {a} tasks, B {b} tasks"
+    finally:
+        cancel_all(db)
+
+
+# The rule itself, without processes --------------------------------------
+
+def test_a_tenant_arriving_starts_at_the_system_time_and_one_ahead_is_skipped():
+    fair = FairShare()
+    fair.charge(1, 10.0, now=0.0)
+    fair.arrived(2, now=0.5)
+    assert fair.effective(2) == fair.effective(1) == 10.0, "no credit for the pause"
+    fair.charge(1, 2.0, now=1.0)
+    assert fair.ahead({1: fair.effective(1), 2: fair.effective(2)}, now=1.0) == {1}
+    fair.charge(2, 2.0 - QUANTUM_SECONDS, now=2.0)
+    assert fair.ahead({1: fair.effective(1), 2: fair.effective(2)}, now=2.0) == set()
+
+
+def test_a_tenant_away_for_a_moment_keeps_its_place():
+    """A tenant with a backlog leaves a Calculator between two claims: while
+    it is behind, another tenant alone here must not pull it up."""
+    fair = FairShare()
+    fair.charge(1, 1.0, now=0.0)
+    fair.charge(2, 5.0, now=0.0)
+    assert fair.ahead({2: fair.effective(2)}, now=1.0) == {2}, "1 is behind, though not here"
+    fair.arrived(1, now=1.5)
+    assert fair.effective(1) == 1.0
+    fair.seen({2}, now=1.5 + ACTIVE_SECONDS)
+    fair.arrived(1, now=1.5 + ACTIVE_SECONDS + 0.1)
+    assert fair.effective(1) == 5.0, "back after a pause: at the system's virtual time"
+
+
+def test_a_running_task_counts_but_does_not_move_the_system_time():
+    """B arriving while A's long task runs starts where that task started:
+    B's quick tasks go before A's next one."""
+    fair = FairShare()
+    fair.charge(1, 3.0, now=0.0)
+    present = {1: fair.effective(1, running_seconds=2.0)}
+    fair.seen(present, now=5.0)
+    fair.arrived(2, now=5.0)
+    assert fair.effective(2) == 3.0
+    assert fair.ahead({**present, 2: fair.effective(2)}, now=5.0) == {1}
+
+
+def test_weights_divide_the_charge():
+    fair = FairShare()
+    fair.weights = {2: 3.0}
+    fair.charge(1, 3.0, now=0.0)
+    fair.charge(2, 3.0, now=0.0)
+    assert (fair.effective(1), fair.effective(2)) == (3.0, 1.0)
+    assert fair.usage(now=0.5, running={2: 1})["2"] == [3.0, 3.0, 1]
