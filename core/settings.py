@@ -95,6 +95,9 @@ class CalculatorSettings:
     calculation_wall_timeout: float = 0.0
     lease_seconds: float = 30.0        # a claim is extended while held; another may take it after this
     max_attempts: int = 5              # claims before a task that keeps killing its process gets an error
+    # At most this many of one key's tasks evaluating at once, across every
+    # Calculator (0: no cap); every Calculator must run with the same value.
+    max_running_per_key: int = 0
     memory_limit_mb: int = 512         # address-space cap of each evaluation process
     # Durability of claims and stored outcomes (PostgreSQL's synchronous_commit
     # for the Calculator's own session). "off" saves a WAL flush wait on every
@@ -125,6 +128,8 @@ class CalculatorSettings:
                                              float, minimum=0),
             lease_seconds=_number(environ, "LEASE_SECONDS", cls.lease_seconds, float, minimum=0.1),
             max_attempts=_number(environ, "MAX_ATTEMPTS", cls.max_attempts, minimum=1),
+            max_running_per_key=_number(environ, "MAX_RUNNING_PER_KEY", cls.max_running_per_key,
+                                        minimum=0, maximum=10_000),
             memory_limit_mb=_number(environ, "MEMORY_LIMIT_MB", cls.memory_limit_mb, minimum=0),
             synchronous_commit=_choice(environ, "SYNCHRONOUS_COMMIT", cls.synchronous_commit,
                                        ("on", "off", "local", "remote_write", "remote_apply")),

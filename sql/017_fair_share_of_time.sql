@@ -80,9 +80,15 @@ BEGIN
                   HINT = 'owner is an api_keys id: SELECT id, name FROM api_keys, or leave it NULL (nobody)';
     END IF;
     -- The default just drawn is the sequence's last value (unless another
-    -- session drew one since: the row then keeps a round near the head).
-    IF TG_OP = 'INSERT' AND (NEW.fair_round IS NULL
-                             OR NEW.fair_round = (SELECT last_value FROM tasks_unowned_round)) THEN
+    -- session drew one since: the row then keeps a round near the head). It
+    -- is given back: the rounds of rows without an owner continue from
+    -- where they were.
+    IF TG_OP = 'INSERT' AND NEW.fair_round IS NOT NULL
+            AND NEW.fair_round = (SELECT last_value FROM tasks_unowned_round) THEN
+        PERFORM setval('tasks_unowned_round', greatest(NEW.fair_round - 1, 0));
+        NEW.fair_round := NULL;
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.fair_round IS NULL THEN
         NEW.fair_round := next_fair_round(NEW.owner);
     END IF;
     RETURN NEW;

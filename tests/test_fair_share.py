@@ -6,6 +6,10 @@ its tasks take."""
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 
 from tests.support import wait_done, wait_for
@@ -101,11 +105,12 @@ def test_two_flooding_keys_share_the_time_by_their_weights(db, calculators, coun
 
 
 def test_a_key_coming_back_after_a_pause_gets_its_share_not_its_pause(db, calculators):
-    """A works alone for a while; then B comes with as much work: from then
-    on they share, B does not get the whole machine for the time it had
-    nothing to do (start-time fair queueing: B starts at the current
-    virtual time)."""
+    """B works a little, then has nothing to do while A works alone; then B
+    comes back with as much work as A: from then on they share. B does not
+    get the whole machine for the time it had nothing to do (start-time
+    fair queueing: B starts again at the current virtual time)."""
     calculators(num_processes=2)
+    wait_done(db, insert_many(db, 2, [HEAVY] * 4), timeout=60)
     insert_many(db, 1, [HEAVY] * 1500)
     wait_for(lambda: finished_by_owner(db).get(1, 0) >= 80, timeout=60, interval=0.1,
              message="A's first 80 results (8 s of CPU time)")
@@ -116,10 +121,25 @@ def test_a_key_coming_back_after_a_pause_gets_its_share_not_its_pause(db, calcul
                  timeout=60, interval=0.1, message="60 more results")
         after = finished_by_owner(db)
         a, b = after.get(1, 0) - before.get(1, 0), after.get(2, 0) - before.get(2, 0)
-        assert a >= 0.3 * (a + b), f"right after B came: A {a} tasks, B {b} tasks"
-        assert b >= 0.3 * (a + b), f"right after B came: A {a} tasks, B {b} tasks"
+        assert a >= 0.3 * (a + b), f"right after B came back: A {a} tasks, B {b} tasks"
+        assert b >= 0.3 * (a + b), f"right after B came back: A {a} tasks, B {b} tasks"
     finally:
         cancel_all(db)
+
+
+def test_psql_rows_take_turns_with_a_keys_backlog_of_quick_tasks(db, calculators):
+    """A's 20,000 quick tasks queued first, then 20 psql rows without an
+    owner: they take turns with A's from the queue's head (as one tenant),
+    not after A's backlog."""
+    calculators()
+    db.execute("INSERT INTO tasks (expression, owner) SELECT g || ' + 1', 1 FROM generate_series(1, 20000) g")
+    wait_for(lambda: finished_by_owner(db).get(1, 0) >= 100, timeout=30, message="A's first results")
+    psql = insert_many(db, None, [f"{n} * 2" for n in range(20)])
+    wait_for(lambda: not db.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone()[0],
+             timeout=120, interval=0.1, message="everything to be done")
+    after = db.execute("SELECT count(*) FROM tasks WHERE owner = 1 AND finished_at > "
+                       "(SELECT max(finished_at) FROM tasks WHERE id = ANY(%s))", (psql,)).fetchone()[0]
+    assert after >= 10_000, f"only {after} of A's tasks finished after the psql rows"
 
 
 # The rule itself, without processes --------------------------------------
@@ -168,3 +188,54 @@ def test_weights_divide_the_charge():
     fair.charge(2, 3.0, now=0.0)
     assert (fair.effective(1), fair.effective(2)) == (3.0, 1.0)
     assert fair.usage(now=0.5, running={2: 1})["2"] == [3.0, 3.0, 1]
+
+
+# MAX_RUNNING_PER_KEY ------------------------------------------------------
+
+SLOW = "(7**(7**7) + 7**(7**7)) % 10"  # about 0.3 s of CPU time; its result is 6
+
+
+def children_cpu(started) -> dict:
+    """CPU seconds so far of every evaluation process of these Calculators."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for calc in started:
+        for pid in calc.evaluator_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return cpu
+
+
+def test_a_key_never_has_more_tasks_evaluating_than_its_cap(db, calculators):
+    """MAX_RUNNING_PER_KEY=1 with 3 Calculators of 2 processes each (6
+    processes on the machine's cores): A's tasks are evaluated one at a time
+    across all of them. Watched from outside, in /proc: in no half second do
+    the evaluation processes use more than half a second of CPU between them
+    (two at once would use up to twice that), and the database holds at
+    most one of A's running slots."""
+    started = [calculators(num_processes=2, max_running_per_key=1) for _ in range(3)]
+    ids = insert_many(db, 1, [SLOW] * 16)
+    try:
+        window, windows, used = 0.5, [], 0.0
+        before = children_cpu(started)
+        slots = []
+        while db.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone()[0]:
+            time.sleep(window)
+            after = children_cpu(started)
+            windows.append(sum(after[pid] - before.get(pid, 0.0) for pid in after))
+            before = after
+            slots.append(db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1 "
+                                    "AND objid = %s AND objsubid = 2 AND granted", (2**32 - 1,)).fetchone()[0])
+            assert len(windows) < 60, "A's 16 tasks took more than 30 s"
+        tolerance = 0.01 * 6 * 2  # /proc counts CPU time in ticks, per process, at both ends
+        assert max(windows) <= window + tolerance, windows
+        assert max(slots) == 1, slots
+        results = wait_done(db, ids)
+        assert all(results[i] == ("done", 6, None) for i in ids)
+        used = sum(windows)
+        assert used >= 16 * 0.2, f"A's 16 tasks used {used:.1f} s of CPU time"
+    finally:
+        cancel_all(db)

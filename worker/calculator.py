@@ -256,6 +256,7 @@ class Calculator:
             if held:
                 extend_leases(conn, held, self.settings.lease_seconds)
             self.next_lease_extension = now + self.settings.lease_seconds / 3
+        self.pool.sync_running_slots(conn, now)
         if not self.stopping:
             self.claims.maybe_claim(conn, now, self.unstored)
             self.retention.maybe_run(conn, now)
@@ -332,6 +333,9 @@ class Calculator:
             wake_at = [self.next_lease_extension, self.next_heartbeat]
             if self.pool.fair.refresh_due(float("inf"), active=self.pool.held_count() > 0):
                 wake_at.append(self.pool.fair.next_refresh)
+            slot_retry = self.pool.cap.next_try()
+            if slot_retry is not None:
+                wake_at.append(slot_retry)
             if self.claims.room(now) > 0:
                 wake_at.append(self.claims.next_poll)
             hand_back = self.pool.queue.next_overdue_at(self.pool.claim_size.hold)
@@ -401,6 +405,7 @@ class Calculator:
             if conn is not None:
                 conn.close()
         self.listen_conn = self.work_conn = None
+        self.pool.cap.lost()  # the work session's running slots ended with it
 
     def _lost_connection(self, error: Exception) -> None:
         self._disconnect()

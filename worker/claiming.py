@@ -94,7 +94,8 @@ class Claims:
         # Tenants ahead of the others in evaluation time are passed over
         # (fair_share.py); one that is no longer ahead has tasks behind the
         # frontier, passed over before: this walk starts at the queue's head.
-        skip = frozenset(self.pool.ahead(now))
+        waiting = self.pool.cap.waiting()  # keys whose running slots are all taken elsewhere
+        skip = frozenset(self.pool.ahead(now) | waiting)
         if self.skipped - skip:
             self.frontier.lower(None)
         self.skipped = skip
@@ -103,12 +104,12 @@ class Claims:
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
                                       self.settings.max_attempts, self.settings.limits, after=start,
                                       skip=skip)
-        if skip and len(tasks) + len(given_up) < room:
+        if skip - waiting and len(tasks) + len(given_up) < room:
             # Nothing else is claimable: the tenants ahead get their turn
             # rather than an idle child (their next claim skips them again).
             more, more_given_up = claim_tasks(conn, room - len(tasks) - len(given_up),
                                               self.settings.lease_seconds, self.settings.max_attempts,
-                                              self.settings.limits, after=start)
+                                              self.settings.limits, after=start, skip=frozenset(waiting))
             tasks += more
             given_up.merge(more_given_up)
         if tracing.TRACING is not None:

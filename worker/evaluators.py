@@ -48,8 +48,9 @@ from worker.claim_size import ClaimSize
 from worker import tracing
 from worker.evaluation import CUTOFF, OUT_OF_MEMORY, STARTED
 from worker.evaluator import Evaluator
-from worker.fair_queue import FairQueue, OwnerUsage
+from worker.fair_queue import NONE_ALLOWED, FairQueue, OwnerUsage
 from worker.fair_share import FairShare
+from worker.running_cap import RunningCap
 from worker.task_queue import Outcome, Task
 from worker.timeout_guard import TimeoutGuard
 
@@ -78,6 +79,7 @@ class EvaluatorPool:
         self.usage = OwnerUsage()  # evaluation seconds per owner lately: which owners are slow
         self.fair = FairShare()    # each tenant's virtual time: the dispatch order, the claims' skips
         self._running_seconds: tuple[float, dict] = (-1.0, {})  # (when, running_seconds())
+        self.cap = RunningCap(settings.max_running_per_key)  # MAX_RUNNING_PER_KEY's slots
         self.freed = 0  # how many times a child became idle (a chunk done, a replacement)
         self.evaluators: list[Evaluator] = []
         self.timeout = settings.calculation_timeout  # CPU seconds, kept by the child's timer
@@ -175,6 +177,21 @@ class EvaluatorPool:
         """The tenants ahead of the others in evaluation time: the claims skip them."""
         return self.fair.ahead(self.present(now), now)
 
+    def processes_by_owner(self) -> dict:
+        """Per owner, the busy processes with a task of its not yet
+        answered (each holds one of the owner's running slots)."""
+        counts: dict = {}
+        for evaluator in self.evaluators:
+            if evaluator.busy:
+                for owner in {t.owner for t in evaluator.unanswered.values()}:
+                    counts[owner] = counts.get(owner, 0) + 1
+        return counts
+
+    def sync_running_slots(self, conn, now: float) -> None:
+        """MAX_RUNNING_PER_KEY: take the slots the queued tasks can use now,
+        give back those nothing uses (worker/running_cap.py)."""
+        self.cap.sync(conn, self.queue.counts(), self.processes_by_owner(), self.idle_count(), now)
+
     def idle_count(self) -> int:
         return sum(1 for e in self.evaluators if not e.busy)
 
@@ -200,8 +217,10 @@ class EvaluatorPool:
         running = self.running_by_owner()
         now = time.monotonic()
         present = self.present(now)
-        first = self.queue.first_owner(running, present.__getitem__)
-        return running.get(first, 0) > 0 or self.usage.slow(first, now) or first in self.fair.ahead(present, now)
+        in_use = self.processes_by_owner()
+        first = self.queue.first_owner(running, present.__getitem__, lambda o: self.cap.may_start(o, in_use))
+        return first is NONE_ALLOWED or running.get(first, 0) > 0 or self.usage.slow(first, now) \
+            or first in self.fair.ahead(present, now)
 
     # --- moving work ------------------------------------------------------
 
@@ -211,11 +230,17 @@ class EvaluatorPool:
             return
         running = self.running_by_owner()
         present = self.present(time.monotonic())
+        in_use = self.processes_by_owner()
         while idle and self.queue:
             chunk = self.queue.next_chunk(min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle))),
-                                          running, self._chunk_limit_of, present.__getitem__)
+                                          running, self._chunk_limit_of, present.__getitem__,
+                                          lambda o: self.cap.may_start(o, in_use))
+            if not chunk:
+                return  # what is queued waits for a running slot (MAX_RUNNING_PER_KEY)
             owner = chunk[0].owner
             running[owner] = running.get(owner, 0) + 1
+            for owner in {t.owner for t in chunk}:
+                in_use[owner] = in_use.get(owner, 0) + 1
             evaluator = idle.pop()
             try:
                 evaluator.send(chunk)

@@ -73,6 +73,13 @@ def _no_use(owner) -> float:
     return 0.0
 
 
+def _anyone(owner) -> bool:
+    return True
+
+
+NONE_ALLOWED = object()  # first_owner() when no owner may start now
+
+
 def _key(task: Task) -> tuple[int, int]:
     return (task.fair_round, task.id)
 
@@ -104,6 +111,10 @@ class FairQueue:
     def owners(self) -> set:
         """The owners with tasks queued here."""
         return set(self._owners)
+
+    def counts(self) -> dict:
+        """Per owner, how many of its tasks are queued here."""
+        return {owner: len(tasks) for owner, tasks in self._owners.items()}
 
     def add(self, tasks: list[Task], now: float) -> None:
         """Tasks to queue: newly claimed ones are queued since now; a task
@@ -152,20 +163,27 @@ class FairQueue:
 
     # --- the dispatch rule --------------------------------------------------
 
-    def _order(self, running: dict, used: Callable) -> list:
-        return sorted(self._owners, key=lambda o: (used(o), running.get(o, 0), _key(self._owners[o][-1])))
+    def _order(self, running: dict, used: Callable, allowed: Callable) -> list:
+        return sorted((o for o in self._owners if allowed(o)),
+                      key=lambda o: (used(o), running.get(o, 0), _key(self._owners[o][-1])))
 
-    def first_owner(self, running: dict, used: Callable = _no_use) -> object:
-        """The owner the next chunk starts with (only for a non-empty queue);
-        used(owner): its effective virtual time (worker/fair_share.py)."""
-        return self._order(running, used)[0]
+    def first_owner(self, running: dict, used: Callable = _no_use, allowed: Callable = _anyone) -> object:
+        """The owner the next chunk starts with (None: no owner allowed, or
+        the queue is empty); used(owner): its effective virtual time
+        (worker/fair_share.py); allowed(owner): whether a process may start
+        its tasks now (worker/running_cap.py)."""
+        order = self._order(running, used, allowed)
+        return order[0] if order else NONE_ALLOWED
 
     def next_chunk(self, size: int, running: dict, limit_of: Callable[[int], int],
-                   used: Callable = _no_use) -> list[Task]:
+                   used: Callable = _no_use, allowed: Callable = _anyone) -> list[Task]:
         """Up to size tasks by the dispatch rule (see the module's doc);
         limit_of(id) is the largest chunk a task may go in (after children
-        died before starting it); used(owner) its effective virtual time."""
-        order = self._order(running, used)
+        died before starting it); used(owner) its effective virtual time;
+        only owners allowed(owner) (none: an empty chunk)."""
+        order = self._order(running, used, allowed)
+        if not order:
+            return []
         first_running = running.get(order[0], 0)
         first_used = used(order[0])
         chunk: list[Task] = []
