@@ -130,11 +130,13 @@ def _calculate_chunk(conn: Connection, progress, tasks, limits, timer: CpuTimer,
     last_flush = time.monotonic()
     armed_at = -math.inf
     for index, (task_id, expression, variables) in enumerate(tasks):
-        if index >= progress[CUTOFF]:
-            break
         if results and time.monotonic() - last_flush >= FLUSH_SECONDS:
             conn.send(("results", results))  # may block while the parent is busy
             results, last_flush = [], time.monotonic()
+        # After the send: the parent may take the rest back when it reads
+        # these results (it then sees the last task's index, not this one's).
+        if index >= progress[CUTOFF]:
+            break
         # The clock is read only now, after any send: the task starts here.
         started = time.monotonic()
         # The CPU budget first (the clock read before arming: at least as much

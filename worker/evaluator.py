@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from multiprocessing.connection import Connection
 
 from core.settings import CalculatorSettings
@@ -33,6 +34,7 @@ class Evaluator:
         self.chunk: list[Task] = []
         self.unanswered: dict[int, Task] = {}
         self.busy = False
+        self.sent_at = 0.0  # when the chunk was sent (time.monotonic())
         self.killed_by_guard = False  # SIGKILLed by the guard thread past the wall-clock ceiling
 
     def send(self, tasks: list[Task]) -> None:
@@ -42,6 +44,7 @@ class Evaluator:
         self.progress[STARTED] = -1
         self.progress[CUTOFF] = len(tasks)
         self.busy = True
+        self.sent_at = time.monotonic()
         self.conn.send([(t.id, t.expression, t.variables) for t in tasks])
 
     def running(self) -> tuple[Task, float] | None:

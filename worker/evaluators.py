@@ -178,12 +178,14 @@ class EvaluatorPool:
         return self.fair.ahead(self.present(now), now)
 
     def processes_by_owner(self) -> dict:
-        """Per owner, the busy processes with a task of its not yet
-        answered (each holds one of the owner's running slots)."""
+        """Per owner, the busy processes sent a chunk with a task of its
+        (each holds one of the owner's running slots until it answers that
+        it is done: a task taken back as the process started it may still be
+        running there)."""
         counts: dict = {}
         for evaluator in self.evaluators:
             if evaluator.busy:
-                for owner in {t.owner for t in evaluator.unanswered.values()}:
+                for owner in {t.owner for t in evaluator.chunk}:
                     counts[owner] = counts.get(owner, 0) + 1
         return counts
 
@@ -445,9 +447,15 @@ class EvaluatorPool:
     def next_deadline(self) -> float | None:
         """When enforce_timeouts next has something to decide."""
         deadlines = []
+        now = time.monotonic()
         for evaluator in self.evaluators:
             running = evaluator.running()
             if running is None:
+                if evaluator.busy and len(evaluator.chunk) > 1 and evaluator.sent_at + STALL_SECONDS > now:
+                    # Sent, not started yet: look again when its first task
+                    # may have stalled (else the stall rule waits for the
+                    # next event).
+                    deadlines.append(evaluator.sent_at + STALL_SECONDS)
                 continue
             task, started_at = running
             deadlines.append(started_at + self.wall_timeout)
