@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -247,16 +246,6 @@ def test_tasks_killed_by_cause_timeout_memory_and_cancel(client, db, calculators
 
 
 # --- per key: running tasks and evaluation seconds (calculators.tenant_usage) ----
-
-@pytest.fixture
-def calculator_rows(worker_url, db):
-    """A connection as the Calculators' role, to write their rows; no rows
-    before, none after."""
-    db.execute("DELETE FROM calculators")
-    with psycopg.connect(worker_url, autocommit=True) as conn:
-        yield conn
-        conn.execute("DELETE FROM calculators")
-
 
 def key_samples(samples: dict, name: str) -> dict[str, float]:
     return {dict(pairs)["key"]: v for (n, pairs), v in samples.items() if n == name}
