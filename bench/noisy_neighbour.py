@@ -45,8 +45,8 @@ RUNAWAYS = 200 if QUICK else 1_000
 QUICK_BACKLOG = 20_000 if QUICK else 200_000
 # How long B may wait beside A: PATIENCE_FACTOR x its time on half the
 # machine, at least PATIENCE_MIN, at most PATIENCE_CAP seconds.
-PATIENCE_FACTOR, PATIENCE_MIN = 5.0, 10.0
-PATIENCE_CAP = 20.0 if QUICK else 120.0
+PATIENCE_FACTOR = 10.0
+PATIENCE_MIN, PATIENCE_CAP = (15.0, 20.0) if QUICK else (30.0, 120.0)
 TIMEOUT = 2.0
 RUNAWAY = "9**(9**9)"
 CASES = ("alone", "half machine", "beside runaways", "beside quick backlog")
