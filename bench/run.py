@@ -1,6 +1,6 @@
 """make bench: every scenario, several runs, one database, one invocation.
 
-    make bench                       # the full run (about 12 minutes)
+    make bench                       # the full run (about 15 minutes)
     BENCH_QUICK=1 make bench         # a short smoke run of every scenario
 
 Prints a table (median, min, max of the runs) and writes the figures as JSON
