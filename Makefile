@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-otel.txt r
 help:
 	@echo "make run      PostgreSQL (data kept in .run/pgdata), migrations, API on :\$${PORT:-5000}, Calculators"
 	@echo "make reset    wipe the database make run keeps"
-	@echo "make key NAME=alice [ADMIN=1]  an API key in the database of the running make run (AUTH=required)"
+	@echo "make key NAME=alice [ADMIN=1] [WEIGHT=2]  an API key in the database of the running make run (AUTH=required)"
 	@echo "make test     run the test suite against a real PostgreSQL (PG=embedded: on the embedded one)"
 	@echo "make migrate  apply migrations to DATABASE_URL"
 	@echo "make chaos    the long chaos run (5,000 expressions under faults)"
@@ -42,8 +42,8 @@ run: venv
 # An API key in the database `make run` started (python -m api.keys finds it;
 # DATABASE_URL for another database). No venv step: make run made it.
 key:
-	@test -n "$(NAME)" || { echo "make key: give the key a name: make key NAME=alice [ADMIN=1]" >&2; exit 2; }
-	$(PY) -m api.keys create "$(NAME)" $(if $(ADMIN),--admin)
+	@test -n "$(NAME)" || { echo "make key: give the key a name: make key NAME=alice [ADMIN=1] [WEIGHT=2]" >&2; exit 2; }
+	$(PY) -m api.keys create "$(NAME)" $(if $(ADMIN),--admin) $(if $(WEIGHT),--weight "$(WEIGHT)")
 
 reset: venv
 	$(PY) -m tools.run_local --reset

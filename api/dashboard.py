@@ -5,7 +5,8 @@ Server-rendered (Jinja templates in api/templates/) with a little JavaScript
 the page fetches again every few seconds while it is visible:
 
     GET /                          the whole page (?status=error, ?task=42 work without JS)
-    GET /dashboard/overview        the overview (queue, outcomes, live Calculators)
+    GET /dashboard/overview        the overview (queue, outcomes, live Calculators,
+                                   each tenant's share of the time: api/tenants.py)
     GET /dashboard/tasks?status=&cursor=   recent tasks (a page of GET /api/tasks's
                                    listing, api/listing.py), and the recent failures
     GET /dashboard/task/<id>       one task's detail
@@ -31,6 +32,7 @@ from api.errors import BadRequest
 from api.expressions import parse_expression_id
 from api.listing import STATUSES, Filters, decode_cursor, encode_cursor, list_page
 from api.metrics import _queue_stats, live_calculators
+from api.tenants import fair_shares, tenants
 from core.database import load_query
 
 blueprint = Blueprint("dashboard", __name__, template_folder="templates",
@@ -76,6 +78,7 @@ def overview() -> dict:
         stats = _queue_stats()
         total = sum(stats["outcomes"].values())
         return {"stats": stats, "calculators": live_calculators(),
+                "shares": fair_shares(tenants(with_pending=True)),
                 "finished_total": total, "at": time.time()}
     return _cache().get("overview", compute)
 

@@ -1,7 +1,9 @@
 """API keys: what a key looks like, and the command that manages them.
 
-    python -m api.keys create NAME [--admin]   prints the new key, once
-    python -m api.keys list                    every key, live and revoked
+    python -m api.keys create NAME [--admin] [--weight W]
+                                               prints the new key, once
+    python -m api.keys set-weight NAME W       the live key's share of the evaluation time
+    python -m api.keys list                    every key, live and revoked, with its weight
     python -m api.keys revoke NAME [--cancel-pending]
                                                the key stops working at once
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import re
 import secrets
@@ -37,6 +40,31 @@ NAME_RULE = "1 to 64 characters: letters, digits and . _ @ -, starting with a le
 # One rule for names everywhere: compared without case (Carol is carol), when a
 # key is created (the unique index on lower(name)) and when one is revoked.
 CASE_RULE = "names are compared without case"
+# A key's weight: its share of the Calculators' evaluation time relative to the
+# other keys with work waiting (docs/design.md). The database checks the same
+# range (sql/017_fair_share_of_time.sql, api_keys_weight_in_range).
+MIN_WEIGHT, MAX_WEIGHT = 0.01, 1000.0
+WEIGHT_RULE = (f"a key's weight is a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g} (its share of the "
+               "evaluation time relative to the other keys; 1 by default)")
+
+
+def parse_weight(text: str) -> float:
+    """A weight as typed on the command line; ValueError (with WEIGHT_RULE)
+    for anything that is not a finite number in range."""
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = math.nan
+    if not (math.isfinite(weight) and MIN_WEIGHT <= weight <= MAX_WEIGHT):
+        raise ValueError(f"{WEIGHT_RULE}; not {text!r}")
+    return weight
+
+
+def _weight_argument(text: str) -> float:
+    try:
+        return parse_weight(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def secret_sha256(secret: str) -> bytes:
@@ -55,12 +83,20 @@ def parse_key(text: str) -> tuple[int, str] | None:
     return int(match[1]), match[2]
 
 
-def create_key(conn: psycopg.Connection, name: str, admin: bool = False) -> str:
+def create_key(conn: psycopg.Connection, name: str, admin: bool = False, weight: float = 1.0) -> str:
     """A new key (shown to nobody else, ever: only its hash is stored)."""
     secret = secrets.token_urlsafe(32)
     key_id = conn.execute(load_query("create_api_key"), {
-        "name": name, "secret_sha256": secret_sha256(secret), "is_admin": admin}).fetchone()[0]
+        "name": name, "secret_sha256": secret_sha256(secret), "is_admin": admin,
+        "weight": weight}).fetchone()[0]
     return format_key(key_id, secret)
+
+
+def set_weight(conn: psycopg.Connection, name: str, weight: float) -> str | None:
+    """Give the live key of that name (compared without case) a new weight:
+    its stored name, or None if there is no such key."""
+    row = conn.execute(load_query("set_api_key_weight"), {"name": name, "weight": weight}).fetchone()
+    return None if row is None else row[1]
 
 
 def revoke_key(conn: psycopg.Connection, name: str, cancel_pending: bool = False) -> int | None:
@@ -88,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("name", help=NAME_RULE)
     create.add_argument("--admin", action="store_true",
                         help="an admin key sees and cancels every task, and opens the web page and /metrics")
+    create.add_argument("--weight", type=_weight_argument, default=1.0,
+                        help=f"its share of the evaluation time relative to the other keys with work "
+                             f"waiting, {MIN_WEIGHT:g} to {MAX_WEIGHT:g} (default 1)")
+    weigh = commands.add_parser("set-weight", help="change the weight of the live key of this name")
+    weigh.add_argument("name")
+    weigh.add_argument("weight", type=_weight_argument,
+                       help=f"{MIN_WEIGHT:g} to {MAX_WEIGHT:g}; 2 gets twice the time of a key of weight 1")
     commands.add_parser("list", help="list the keys")
     revoke = commands.add_parser("revoke", help="revoke the live key of this name")
     revoke.add_argument("name")
@@ -118,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(conn: psycopg.Connection, args) -> int:
     if args.command == "create":
         try:
-            key = create_key(conn, args.name, args.admin)
+            key = create_key(conn, args.name, args.admin, args.weight)
         except psycopg.errors.UniqueViolation:
             live = conn.execute("SELECT name FROM api_keys WHERE lower(name) = lower(%s) AND revoked_at IS NULL",
                                 (args.name,)).fetchone()
@@ -126,11 +169,15 @@ def _run(conn: psycopg.Connection, args) -> int:
             print(f"error: a live key named {args.name!r} exists{same}; revoke it first or pick another name",
                   file=sys.stderr)
             return 1
-        except psycopg.errors.CheckViolation:
+        except psycopg.errors.CheckViolation as error:
+            if error.diag.constraint_name == "api_keys_weight_in_range":
+                print(f"error: {WEIGHT_RULE}; not {args.weight:g}", file=sys.stderr)
+                return 2
             print(f"error: a key's name is {NAME_RULE}; not {args.name!r}", file=sys.stderr)
             return 1
         print(key)
-        print(f"created {'admin ' if args.admin else ''}key {args.name!r}: it is shown this once "
+        weighted = "" if args.weight == 1 else f" of weight {args.weight:g}"
+        print(f"created {'admin ' if args.admin else ''}key {args.name!r}{weighted}: it is shown this once "
               "and stored only as a hash; send it as 'Authorization: Bearer <key>'", file=sys.stderr)
         return 0
     if args.command == "revoke":
@@ -141,12 +188,23 @@ def _run(conn: psycopg.Connection, args) -> int:
         print(f"revoked key {args.name!r}" + (f"; cancelled {cancelled} unfinished tasks"
                                               if args.cancel_pending else ""), file=sys.stderr)
         return 0
+    if args.command == "set-weight":
+        try:
+            stored = set_weight(conn, args.name, args.weight)
+        except psycopg.errors.CheckViolation:
+            print(f"error: {WEIGHT_RULE}; not {args.weight:g}", file=sys.stderr)
+            return 2
+        if stored is None:
+            print(f"error: no live key named {args.name!r} ({CASE_RULE})", file=sys.stderr)
+            return 1
+        print(f"key {stored!r} now weighs {args.weight:g}", file=sys.stderr)
+        return 0
     rows = list_keys(conn)
     width = max([len("name"), *(len(row[1]) for row in rows)])
-    print(f"{'id':>5}  {'name':<{width}}  {'admin':<5}  {'created':<19}  {'revoked':<19}  pending")
-    for key_id, name, admin, created, revoked, pending in rows:
+    print(f"{'id':>5}  {'name':<{width}}  {'admin':<5}  {'created':<19}  {'revoked':<19}  {'weight':>6}  pending")
+    for key_id, name, admin, created, revoked, weight, pending in rows:
         print(f"{key_id:>5}  {name:<{width}}  {'yes' if admin else 'no':<5}  {created:%Y-%m-%d %H:%M:%S}  "
-              f"{f'{revoked:%Y-%m-%d %H:%M:%S}' if revoked else '-':<19}  {pending}")
+              f"{f'{revoked:%Y-%m-%d %H:%M:%S}' if revoked else '-':<19}  {weight:>6g}  {pending}")
     return 0
 
 

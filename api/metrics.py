@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from api.db import DatabaseUnavailable, connection
 from api.metrics_dir import MULTIPROC_ENV
+from api.tenants import tenants, usage_by_label
 from core.database import load_query
 
 blueprint = Blueprint("metrics", __name__)
@@ -92,6 +93,7 @@ class DatabaseCollector:
                                 "1 when this scrape could read the database, else 0.", value=1)
         yield from queue_metrics(stats)
         yield from key_metrics(pending_by_key())
+        yield from key_usage_metrics(usage_by_label(tenants(with_pending=False), TOP_KEYS))
         yield from calculator_metrics(calculators)
 
 
@@ -135,6 +137,25 @@ def key_metrics(rows):
         oldest.add_metric([label], age)
     yield pending
     yield oldest
+
+
+def key_usage_metrics(figures: dict[str, tuple[float, int]]):
+    """Per key, from the live Calculators' tenant_usage (api/tenants.py):
+    the TOP_KEYS most active keys by name, the rest as "(other keys)", rows
+    without an owner as "(none)"."""
+    running = GaugeMetricFamily("calculator_key_running_tasks",
+                                f"Tasks the live Calculators run now per API key (the {TOP_KEYS} most active "
+                                "keys; the rest as '(other keys)'; '(none)': tasks without a key).",
+                                labels=["key"])
+    seconds = CounterMetricFamily("calculator_key_evaluation_seconds",
+                                  "CPU seconds of evaluation per API key, summed over the live Calculators "
+                                  "since each started (labels as calculator_key_running_tasks; a Calculator "
+                                  "that stops takes its seconds with it).", labels=["key"])
+    for label, (cpu, tasks) in sorted(figures.items()):
+        running.add_metric([label], float(tasks))
+        seconds.add_metric([label], cpu)
+    yield running
+    yield seconds
 
 
 def queue_metrics(stats: dict):

@@ -1,6 +1,6 @@
 """make bench: every scenario, several runs, one database, one invocation.
 
-    make bench                       # the full run (about 12 minutes)
+    make bench                       # the full run (about 15 minutes)
     BENCH_QUICK=1 make bench         # a short smoke run of every scenario
 
 Prints a table (median, min, max of the runs) and writes the figures as JSON
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import auth_cost, fairness, http_load, latency, memory, parsing, throughput
+from bench import auth_cost, fairness, http_load, latency, memory, noisy_neighbour, parsing, throughput
 from bench.common import database
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -101,6 +101,8 @@ def main() -> int:
             figures["parsing"] = parsing.measure()
             print("fair claiming", flush=True)
             figures["fairness"] = fairness.measure(url, conn)
+            print("the noisy neighbour", flush=True)
+            figures["noisy_neighbour"] = noisy_neighbour.measure(url, conn)
             print("what API keys cost the API", flush=True)
             figures["auth_cost"] = auth_cost.run(url, 1, LOAD_SECONDS)
             print("memory", flush=True)
@@ -168,6 +170,7 @@ def report(f: dict) -> None:
           f"per 10 KB; ordinary expression: parse {parse['ordinary_parse_us']} us, "
           f"evaluate {parse['ordinary_evaluate_us']} us")
     fairness.report(f["fairness"])
+    noisy_neighbour.report(f["noisy_neighbour"])
     for mode, ratios in f["auth_cost"]["ratio_to_auth_off"].items():
         print(f"API keys, {mode}: POST {ratios['post']:.2f}x, GET {ratios['get']:.2f}x of AUTH=off")
     for name, m in f["memory"].items():

@@ -129,6 +129,16 @@ def calculators(worker_url, tmp_path, db):
 
 
 @pytest.fixture
+def calculator_rows(worker_url, db):
+    """A connection as the Calculators' role, to write their rows as they do
+    (tests.support.write_tenant_usage); no rows before, none after."""
+    db.execute("DELETE FROM calculators")
+    with psycopg.connect(worker_url, autocommit=True) as conn:
+        yield conn
+        conn.execute("DELETE FROM calculators")
+
+
+@pytest.fixture
 def app(api_url, db):
     """The API, connected with the least-privileged calculator_api role."""
     from api import create_app

@@ -181,3 +181,15 @@ class ApiServer:
             raise
         finally:
             self._log.close()
+
+
+def write_tenant_usage(conn: psycopg.Connection, usage: dict, heartbeat_age: float = 0.0) -> None:
+    """A Calculator's row with its per-tenant figures (calculators.tenant_usage,
+    sql/017_fair_share_of_time.sql), as a Calculator writes it, whose last
+    heartbeat was heartbeat_age seconds ago (15 or more: not live)."""
+    import json
+    import uuid
+    conn.execute("INSERT INTO calculators (id, hostname, pid, heartbeat_at, tenant_usage) "
+                 "VALUES (%s, 'test-host', %s, now() - make_interval(secs => %s), %s)",
+                 (uuid.uuid4(), 90000 + conn.execute("SELECT count(*) FROM calculators").fetchone()[0],
+                  heartbeat_age, json.dumps(usage)))

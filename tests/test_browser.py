@@ -16,7 +16,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
 from tests.browser import Chromium, csp_violations
-from tests.support import insert
+from tests.support import insert, write_tenant_usage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -198,6 +198,34 @@ def test_with_keys_the_browser_signs_in_with_an_admin_key(chromium, api_url, db,
     finally:
         app.extensions["result_waiter"].close()
         app.extensions["pool"].close()
+
+
+def test_the_fairness_panel_follows_the_calculators_figures(chromium, site, db, calculator_rows):
+    """The panel is part of the live overview: it shows the tenants as the
+    Calculators' figures and the queue change, without a reload."""
+    from api.keys import create_key
+    _, base = site
+    create_key(db, "alice", weight=3)
+    create_key(db, "bob")
+    chromium.get(base + "/")
+    wait(chromium, lambda d: "No tenant has work waiting" in d.find_element(By.ID, "overview").text)
+
+    def rows(d):
+        return {r.get_attribute("data-tenant"): [c.text for c in r.find_elements(By.TAG_NAME, "td")][1:]
+                for r in d.find_elements(By.CSS_SELECTOR, "#fairness tbody tr")}
+
+    write_tenant_usage(calculator_rows, {"1": [30, 6, 2], "2": [10, 2, 1]})
+    db.execute("INSERT INTO tasks (expression) VALUES ('1'), ('2')")
+    wait(chromium, lambda d: rows(d) == {"alice": ["3", "75 %", "60 %", "2", "0"],
+                                         "bob": ["1", "25 %", "20 %", "1", "0"],
+                                         "(no owner)": ["1", "0 %", "20 %", "0", "2"]},
+         message="the panel's first figures")
+    meter = chromium.find_element(By.CSS_SELECTOR, '#fairness tr[data-tenant="alice"] meter')
+    assert float(meter.get_attribute("value")) == 0.75
+    assert chromium.find_element(By.ID, "fairness").get_attribute("aria-labelledby") == "fairness-heading"
+    calculator_rows.execute("""UPDATE calculators SET tenant_usage = '{"2": [20, 6, 1], "none": [2, 2, 0]}'""")
+    wait(chromium, lambda d: {k: v[1] for k, v in rows(d).items()} == {"bob": "75 %", "(no owner)": "25 %"},
+         message="alice idle: no longer listed")
 
 
 def test_the_page_is_under_its_content_security_policy(chromium, site):

@@ -3,11 +3,14 @@ the detail, the cached overview, the same-origin rule."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
+from hypothesis import given, strategies as st
 
-from tests.support import insert
+from api.tenants import Tenant, fair_shares
+from tests.support import insert, write_tenant_usage
 
 
 def test_the_page_renders_with_the_queue_and_the_tasks(client, db):
@@ -115,3 +118,92 @@ def test_same_origin_and_non_browser_requests_pass(client, db, headers):
 def test_reading_is_allowed_from_anywhere(client, db):
     assert client.get("/api/stats", headers={"Origin": "https://evil.example",
                                              "Sec-Fetch-Site": "cross-site"}).status_code == 200
+
+
+# --- the fairness panel: each tenant's share of the time against its entitlement ---
+
+def fairness_rows(html: str) -> dict[str, list[str]]:
+    """{tenant: [weight, share, entitled to, running, pending]} from the panel."""
+    table = re.search(r'<table id="fairness".*?</table>', html, re.S)
+    if table is None:
+        return {}
+    rows = {}
+    for tenant, cells in re.findall(r'<tr data-tenant="([^"]*)"[^>]*>(.*?)</tr>', table[0], re.S):
+        texts = [" ".join(re.sub(r"<[^>]+>", " ", c).split()) for c in re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)]
+        assert texts[0] == tenant
+        rows[tenant] = texts[1:]
+    return rows
+
+
+def test_the_fairness_panel_shows_each_active_tenants_share_against_its_entitlement(client, db, calculator_rows):
+    from api.keys import create_key
+    create_key(db, "alice", weight=3)   # 1: pending tasks and time
+    create_key(db, "bob")               # 2: time over the last minute, nothing pending
+    create_key(db, "carol", weight=2)   # 3: time long ago only: not active
+    write_tenant_usage(calculator_rows, {"1": [40, 4, 1], "2": [9, 2, 1], "3": [50, 0, 0]})
+    write_tenant_usage(calculator_rows, {"1": [10, 2, 1], "none": [1, 0, 0]})
+    write_tenant_usage(calculator_rows, {"2": [500, 60, 2]}, heartbeat_age=20)   # not live
+    db.execute("INSERT INTO tasks (expression, owner) SELECT '1', 1 FROM generate_series(1, 5)")
+    db.execute("INSERT INTO tasks (expression) SELECT '1' FROM generate_series(1, 2)")
+    html = client.get("/dashboard/overview").get_data(as_text=True)
+    # Time over the last minute: alice 6 s, bob 2 s, no owner 0 s (8 s in all).
+    # Weights of the active tenants: alice 3, bob 1, no owner 1 (5 in all).
+    assert fairness_rows(html) == {
+        "alice": ["3", "75 %", "60 %", "2", "5"],
+        "bob": ["1", "25 %", "20 %", "1", "0"],
+        "(no owner)": ["1", "0 %", "20 %", "0", "2"],
+    }
+    assert list(fairness_rows(html)) == ["alice", "bob", "(no owner)"], "the largest share first"
+    assert '<tr data-tenant="(no owner)" class="warn">' in html, "far below its entitlement"
+    assert fairness_rows(client.get("/").get_data(as_text=True)) == fairness_rows(html)
+
+
+def test_the_fairness_panel_without_tenants_or_without_figures(client, db, calculator_rows, monkeypatch):
+    from api import dashboard
+    monkeypatch.setattr(dashboard, "CACHE_SECONDS", 0)
+    assert "No tenant has work waiting" in client.get("/dashboard/overview").get_data(as_text=True)
+    write_tenant_usage(calculator_rows, {})   # a Calculator that reports no time (yet)
+    insert(db, "1+1")
+    rows = fairness_rows(client.get("/dashboard/overview").get_data(as_text=True))
+    assert rows == {"(no owner)": ["1", "–", "100 %", "0", "1"]}
+
+
+def test_a_key_that_is_not_an_admin_does_not_see_the_fairness_panel(make_app, db, calculator_rows):
+    from api.keys import create_key
+    from tests.test_auth import bearer
+    alice, root = create_key(db, "alice"), create_key(db, "root", admin=True)
+    write_tenant_usage(calculator_rows, {"1": [3, 3, 1]})
+    client = make_app(AUTH="required").test_client()
+    for path in ("/", "/dashboard/overview"):
+        refused = client.get(path, headers=bearer(alice))
+        assert refused.status_code == 403 and "needs an admin key" in refused.get_data(as_text=True)
+        assert "fairness" not in refused.get_data(as_text=True)
+        assert fairness_rows(client.get(path, headers=bearer(root)).get_data(as_text=True))["alice"][:2] == \
+            ["1", "100 %"]
+
+
+tenant = st.builds(
+    lambda key_id, weight, minute, running, pending: Tenant(key_id, None if key_id is None else f"k{key_id}",
+                                                            False, weight, minute, minute, running, pending),
+    st.one_of(st.none(), st.integers(1, 10**6)), st.floats(0.01, 1000), st.floats(0, 1e4), st.integers(0, 50),
+    st.integers(0, 10**6))
+
+
+@given(st.lists(tenant, max_size=30, unique_by=lambda t: t.key_id))
+def test_fair_shares_against_their_definition(rows):
+    """The active tenants only; the shares add up to 1 (when anyone had
+    time), the entitlements always; each entitlement is the weight's part."""
+    shares = fair_shares(rows)
+    active = [t for t in rows if t.cpu_seconds_last_minute > 0 or t.pending > 0]
+    assert sorted(s.tenant.label for s in shares) == sorted(t.label for t in active)
+    if active:
+        assert math.isclose(sum(s.entitlement for s in shares), 1)
+        weights = sum(t.weight for t in active)
+        for s in shares:
+            assert math.isclose(s.entitlement, s.tenant.weight / weights)
+    time_used = sum(t.cpu_seconds_last_minute for t in active)
+    if time_used > 0:
+        assert math.isclose(sum(s.share for s in shares), 1)
+        assert all(math.isclose(s.share, s.tenant.cpu_seconds_last_minute / time_used) for s in shares)
+    else:
+        assert all(s.share is None for s in shares)

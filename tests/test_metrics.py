@@ -10,11 +10,12 @@ import sys
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.http_client import answers, request
-from tests.support import ROOT, insert, wait_done, wait_for
+from tests.support import ROOT, insert, wait_done, wait_for, write_tenant_usage
 from tools.pgcluster import free_port
 
 RUNAWAY = "9**(9**9)"
@@ -242,3 +243,80 @@ def test_tasks_killed_by_cause_timeout_memory_and_cancel(client, db, calculators
              timeout=20, message="the cancelled runaway's process to be killed")
     wait_for(lambda: counts() == (0, 1, 1), timeout=20, interval=0.5, message="the cancel to be counted")
     assert "evaluation process died" not in calc.log()
+
+
+# --- per key: running tasks and evaluation seconds (calculators.tenant_usage) ----
+
+def key_samples(samples: dict, name: str) -> dict[str, float]:
+    return {dict(pairs)["key"]: v for (n, pairs), v in samples.items() if n == name}
+
+
+def test_running_tasks_and_evaluation_seconds_per_key_summed_over_the_live_calculators(
+        client, db, calculator_rows, monkeypatch):
+    from api import metrics
+    from api.keys import create_key
+    monkeypatch.setattr(metrics, "TOP_KEYS", 2)
+    for name in ("alice", "bob", "carol", "dave"):
+        create_key(db, name)
+    write_tenant_usage(calculator_rows, {"1": [10, 5, 2], "2": [3, 1, 0], "none": [1.5, 0.5, 1]})
+    write_tenant_usage(calculator_rows, {"1": [4, 2, 1], "3": [7, 0, 3], "4": [100, 0, 0]})
+    write_tenant_usage(calculator_rows, {"1": [1000, 60, 9], "2": [1000, 60, 9]}, heartbeat_age=20)  # dead
+    samples = scrape(client)
+    # By activity (last minute's seconds, then running tasks): alice 7 s, bob 1 s; carol and dave folded.
+    assert key_samples(samples, "calculator_key_running_tasks") == {
+        "alice": 3, "bob": 0, "(other keys)": 3, "(none)": 1}
+    assert key_samples(samples, "calculator_key_evaluation_seconds_total") == {
+        "alice": 14, "bob": 3, "(other keys)": 107, "(none)": 1.5}
+
+
+def test_per_key_usage_is_empty_without_live_calculators_figures(client, db, calculator_rows):
+    write_tenant_usage(calculator_rows, {})  # a Calculator of today's main: its column stays {}
+    samples = scrape(client)
+    assert key_samples(samples, "calculator_key_running_tasks") == {}
+    assert value(samples, "calculator_database_up") == 1
+
+
+usage_figures = st.tuples(st.integers(0, 1000), st.integers(0, 60), st.integers(0, 8))
+calculator_usage = st.dictionaries(st.sampled_from(["1", "2", "3", "4", "5", "none"]), usage_figures, max_size=6)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(live=st.lists(calculator_usage, max_size=3), dead=st.lists(calculator_usage, max_size=2),
+       top=st.integers(0, 5))
+def test_per_key_usage_against_the_sum_over_live_calculators(app, db, calculator_rows, monkeypatch,
+                                                             live, dead, top):
+    """The oracle: each tenant's figures summed here over the live rows only.
+    Every figure lands in exactly one series; at most top + 2 series; a key
+    named is at least as active as every key folded into "(other keys)"."""
+    from api import metrics
+    from api.keys import create_key
+    monkeypatch.setattr(metrics, "TOP_KEYS", top)
+    if not db.execute("SELECT count(*) FROM api_keys").fetchone()[0]:
+        for name in ("k1", "k2", "k3", "k4", "k5"):
+            create_key(db, name)
+    calculator_rows.execute("DELETE FROM calculators")
+    for usage in live:
+        write_tenant_usage(calculator_rows, usage)
+    for usage in dead:
+        write_tenant_usage(calculator_rows, usage, heartbeat_age=30)
+    expected: dict[str, list[float]] = {}
+    for usage in live:
+        for tenant, figures in usage.items():
+            expected.setdefault(tenant, [0, 0, 0])
+            for i, figure in enumerate(figures):
+                expected[tenant][i] += figure
+    samples = scrape(app.test_client())
+    running = key_samples(samples, "calculator_key_running_tasks")
+    seconds = key_samples(samples, "calculator_key_evaluation_seconds_total")
+    assert running.keys() == seconds.keys()
+    assert len(running) <= top + 2
+    assert sum(seconds.values()) == sum(f[0] for f in expected.values())
+    assert sum(running.values()) == sum(f[2] for f in expected.values())
+    assert seconds.get("(none)", 0) == expected.get("none", [0])[0]
+    named = {name for name in running if not name.startswith("(")}
+    assert len(named) == min(top, len([t for t in expected if t != "none"]))
+    for name in named:
+        assert (seconds[name], running[name]) == (expected[name[1:]][0], expected[name[1:]][2])
+    activity = {t: (f[1], f[2], f[0]) for t, f in expected.items() if t != "none"}
+    folded = [activity[t] for t in activity if f"k{t}" not in named]
+    assert all(activity[name[1:]] >= max(folded, default=(0, 0, 0)) for name in named)
