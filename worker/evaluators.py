@@ -1,21 +1,13 @@
 """The Calculator's evaluation processes, seen from the parent.
 
 Tasks wait in a local queue and go to idle children in chunks, fairly
-between owners (worker/fair_queue.py: the owner with the fewest tasks running
-here first). The parent
-never blocks on a child: it selects on their pipes (see calculator.py) and
-reads their progress from shared memory, which is where the wall-clock
-half of the timeout rule lives (enforce_timeouts):
+between tenants (worker/fair_queue.py: least virtual time first,
+fair_share.py; at most MAX_RUNNING_PER_KEY of a key's at once,
+running_cap.py; what the pool knows of its tenants: tenants_here.py). The
+parent never blocks on a child: it selects on their pipes (see
+calculator.py) and reads their progress from shared memory, which is where
+the wall-clock half of the timeout rule lives (timeout_rule.py). Deaths:
 
-- a task that used more than CALCULATION_TIMEOUT of CPU time is ended by the
-  kernel (its child's CPU timer, evaluation.py: SIGPROF); the child's death
-  by SIGPROF gives the task its timeout error, and the child is replaced;
-- a task still running CALCULATION_WALL_TIMEOUT after it started (its process
-  stopped, starved or throttled, not using its CPU time) gets a timeout error
-  of its own and its child is SIGKILLed and replaced;
-- a task running longer than STALL_SECONDS gives up the tasks queued behind
-  it in the same chunk, so that other children calculate them meanwhile
-  (one runaway does not hold back the quick tasks claimed with it);
 - a child that dies on its own hands back the task it was running, to be
   released to the database queue with the attempt counted (MAX_ATTEMPTS
   bounds a task that kills every process that tries it); the other tasks of
@@ -25,11 +17,8 @@ half of the timeout rule lives (enforce_timeouts):
   big for MEMORY_LIMIT_MB to even receive) gets the chunk once more; when it
   dies before starting again, the chunk is halved, and so on until the
   culprit is alone: only then is an attempt counted, against it alone;
-- while the Calculator's loop waits on a slow database statement, the CPU
-  timeout needs nobody (the kernel keeps it), and a guard thread
-  (timeout_guard.py) keeps the wall-clock ceiling (a little late) by killing
-  the child; the loop then finds the death and stores the timeout error as
-  usual.
+- a child killed by its CPU timer (SIGPROF) or by the guard thread past the
+  wall-clock ceiling is a timeout, not a crash (timeout_rule.py).
 """
 
 from __future__ import annotations
@@ -46,19 +35,19 @@ from core.logs import format_ids
 from worker.metrics import METRICS
 from worker.claim_size import ClaimSize
 from worker import tracing
-from worker.evaluation import CUTOFF, OUT_OF_MEMORY, STARTED
+from worker.evaluation import OUT_OF_MEMORY, STARTED
 from worker.evaluator import Evaluator
-from worker.fair_queue import NONE_ALLOWED, FairQueue, OwnerUsage
+from worker.fair_queue import FairQueue, OwnerUsage
 from worker.fair_share import FairShare
 from worker.running_cap import RunningCap
+from worker.tenants_here import TenantsHere
+from worker.timeout_rule import STALL_SECONDS, TimeoutRule
 from worker.task_queue import Outcome, Task
 from worker.timeout_guard import TimeoutGuard
 
 log = logging.getLogger("calculator.evaluators")
 
 CHUNK_MAX = 64
-STALL_SECONDS = 0.1
-RUNNING_SECONDS_CACHE = 0.02  # how old the running tasks' CPU seconds may be (fair_share.py)
 
 
 def _context():
@@ -70,7 +59,7 @@ def _context():
     return multiprocessing.get_context("fork")
 
 
-class EvaluatorPool:
+class EvaluatorPool(TenantsHere, TimeoutRule):
     def __init__(self, settings: CalculatorSettings):
         self.settings = settings
         self.context = _context()
@@ -137,63 +126,6 @@ class EvaluatorPool:
         """Queued tasks that waited unstarted past the hold time: to hand back."""
         return self.queue.overdue(now, self.claim_size.hold)
 
-    def running_by_owner(self) -> dict:
-        """How many children each owner has: the owner of the task each busy
-        child is on (or will start first)."""
-        running: dict = {}
-        for evaluator in self.evaluators:
-            if not evaluator.busy or not evaluator.unanswered:
-                continue
-            current = evaluator.running()
-            task = current[0] if current and current[0].id in evaluator.unanswered \
-                else next(iter(evaluator.unanswered.values()))
-            running[task.owner] = running.get(task.owner, 0) + 1
-        return running
-
-    def running_seconds(self, now: float) -> dict:
-        """Per tenant, the CPU seconds its running tasks have used so far
-        (read from /proc at most every RUNNING_SECONDS_CACHE seconds)."""
-        if now - self._running_seconds[0] < RUNNING_SECONDS_CACHE:
-            return self._running_seconds[1]
-        seconds: dict = {}
-        for evaluator in self.evaluators:
-            running = evaluator.running()
-            if running is not None and running[0].id in evaluator.unanswered \
-                    and now - running[1] >= RUNNING_SECONDS_CACHE:
-                owner = running[0].owner
-                seconds[owner] = seconds.get(owner, 0.0) + evaluator.cpu_seconds_of_running(running[1], now)
-        self._running_seconds = (now, seconds)
-        return seconds
-
-    def present(self, now: float) -> dict:
-        """The tenants with tasks here (queued or running), each with its
-        effective virtual time (its running tasks' seconds so far counted)."""
-        running = self.running_seconds(now)
-        tenants = self.queue.owners() | set(running) | set(self.running_by_owner())
-        self.fair.seen(tenants, now)
-        return {t: self.fair.effective(t, running.get(t, 0.0)) for t in tenants}
-
-    def ahead(self, now: float) -> set:
-        """The tenants ahead of the others in evaluation time: the claims skip them."""
-        return self.fair.ahead(self.present(now), now)
-
-    def processes_by_owner(self) -> dict:
-        """Per owner, the busy processes sent a chunk with a task of its
-        (each holds one of the owner's running slots until it answers that
-        it is done: a task taken back as the process started it may still be
-        running there)."""
-        counts: dict = {}
-        for evaluator in self.evaluators:
-            if evaluator.busy:
-                for owner in {t.owner for t in evaluator.chunk}:
-                    counts[owner] = counts.get(owner, 0) + 1
-        return counts
-
-    def sync_running_slots(self, conn, now: float) -> None:
-        """MAX_RUNNING_PER_KEY: take the slots the queued tasks can use now,
-        give back those nothing uses (worker/running_cap.py)."""
-        self.cap.sync(conn, self.queue.counts(), self.processes_by_owner(), self.idle_count(), now)
-
     def idle_count(self) -> int:
         return sum(1 for e in self.evaluators if not e.busy)
 
@@ -205,24 +137,6 @@ class EvaluatorPool:
             if running is not None and now - running[1] >= STALL_SECONDS:
                 stuck += 1
         return len(self.evaluators) - stuck
-
-    def idle_child_would_share(self) -> bool:
-        """An idle child would get a task of an owner that already has a
-        child here, or of an owner whose tasks lately were slow (its next
-        may be another runaway), or nothing at all: the database may hold a
-        task of another owner that should come first (claiming.py claims
-        again)."""
-        if not self.idle_count():
-            return False
-        if not self.queue:
-            return True
-        running = self.running_by_owner()
-        now = time.monotonic()
-        present = self.present(now)
-        in_use = self.processes_by_owner()
-        first = self.queue.first_owner(running, present.__getitem__, lambda o: self.cap.may_start(o, in_use))
-        return first is NONE_ALLOWED or running.get(first, 0) > 0 or self.usage.slow(first, now) \
-            or first in self.fair.ahead(present, now)
 
     # --- moving work ------------------------------------------------------
 
@@ -377,92 +291,6 @@ class EvaluatorPool:
         self.evaluators[index] = self._spawn()
         self.freed += 1
 
-    # --- the timeout rule -------------------------------------------------
-
-    def enforce_timeouts(self, now: float) -> list[Outcome]:
-        """The wall-clock ceiling (the CPU timeout is the children's own)."""
-        outcomes = []
-        for evaluator in list(self.evaluators):
-            running = evaluator.running()
-            if running is None:
-                continue
-            task, started_at = running
-            if now - started_at >= self.wall_timeout:
-                if evaluator.process.exitcode is not None:
-                    # Dead already, not running: its CPU timer ran out, or it
-                    # was killed by someone else while this loop was held up
-                    # (a frozen Calculator). Read what it sent; the end of its
-                    # pipe then tells of its death.
-                    outcomes.extend(self.collect([evaluator.conn]))
-                    continue
-                outcomes.extend(self._kill_runaway(evaluator))
-            elif now - started_at >= STALL_SECONDS:
-                index = evaluator.chunk.index(task)
-                taken = evaluator.take_back_unstarted(index)
-                if taken:
-                    self.submit(taken)
-        return outcomes
-
-    def _kill_runaway(self, evaluator: Evaluator) -> list[Outcome]:
-        """Past the wall-clock ceiling: kill the child; its task's timeout."""
-        evaluator.kill()
-        METRICS.count("evaluation_processes_killed")
-        # Read progress only now that the child is frozen: if it moved on to
-        # another task in the meantime, that task did not overrun.
-        running = evaluator.running()
-        if running is None or time.monotonic() - running[1] < self.wall_timeout \
-                or running[0].id not in evaluator.unanswered:
-            self._replace(evaluator, None)
-            return []
-        task = running[0]
-        log.warning("calculation timed out task=%d after=%ss of wall-clock time "
-                    "(its process did not get to use its CPU time)%s", task.id, _seconds(self.wall_timeout),
-                    tracing.trace_of(task))
-        return [self._timed_out(evaluator, task, running[1],
-                                f"calculation timed out after {_seconds(self.wall_timeout)} s "
-                                f"of wall-clock time")]
-
-    def _cpu_timeout(self, evaluator: Evaluator, task: Task, started_at: float) -> Outcome:
-        """The child died of its CPU timer on task: the task's timeout."""
-        log.warning("calculation timed out task=%d after=%ss of CPU time%s", task.id, _seconds(self.timeout),
-                    tracing.trace_of(task))
-        METRICS.count("evaluation_processes_killed")  # by its own CPU timer
-        return self._timed_out(evaluator, task, started_at,
-                               f"calculation timed out after {_seconds(self.timeout)} s of CPU time")
-
-    def _timed_out(self, evaluator: Evaluator, task: Task, started_at: float, error: str) -> Outcome:
-        now = time.monotonic()
-        METRICS.count("evaluation_timeouts")
-        METRICS.killed("timeout")
-        METRICS.evaluated(now - started_at)
-        if tracing.TRACING is not None:
-            tracing.TRACING.evaluated(task, now - started_at, error, "timeout")
-        self.claim_size.observe(now - started_at, now)
-        self.usage.charge(task.owner, now - started_at, now)
-        self.fair.charge(task.owner, self.timeout, now)  # a timeout charges the whole budget
-        self._replace(evaluator, task)
-        self._forget(task.id)
-        return Outcome(task, None, error)
-
-    def next_deadline(self) -> float | None:
-        """When enforce_timeouts next has something to decide."""
-        deadlines = []
-        now = time.monotonic()
-        for evaluator in self.evaluators:
-            running = evaluator.running()
-            if running is None:
-                if evaluator.busy and len(evaluator.chunk) > 1 and evaluator.sent_at + STALL_SECONDS > now:
-                    # Sent, not started yet: look again when its first task
-                    # may have stalled (else the stall rule waits for the
-                    # next event).
-                    deadlines.append(evaluator.sent_at + STALL_SECONDS)
-                continue
-            task, started_at = running
-            deadlines.append(started_at + self.wall_timeout)
-            if evaluator.progress[CUTOFF] > evaluator.chunk.index(task) + 1:
-                deadlines.append(started_at + STALL_SECONDS)
-        return min(deadlines, default=None)
-
     # --- stopping ---------------------------------------------------------
 
     def finish_current_only(self) -> None:
@@ -497,6 +325,3 @@ class EvaluatorPool:
             if evaluator.process.is_alive():
                 evaluator.kill()
 
-
-def _seconds(value: float) -> str:
-    return f"{value:g}"
