@@ -153,3 +153,27 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+
+-- A key's next round: one more than its newest pending round, or the
+-- queue's head when it has nothing pending (sql/011) -- but never past the
+-- next id. The rounds the database gives never pass the id of their row (a
+-- key's rounds grow by one a task of its own, the ids by one a task of
+-- anyone's, both from at most the next id), so only a round set by hand can:
+-- one psql row of a key with a round far ahead (re-inserted from a dump,
+-- say) put every later task of that key behind everyone's backlog (found
+-- from outside).
+CREATE OR REPLACE FUNCTION next_fair_round(for_owner bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET enable_sort = off AS $$
+DECLARE
+    head bigint := queue_head();
+BEGIN
+    RETURN least(
+        coalesce(
+            (SELECT t.fair_round + 1 FROM tasks t
+             WHERE t.owner = for_owner AND t.status = 'pending' AND t.owner IS NOT NULL
+               AND t.fair_round >= head
+             ORDER BY t.fair_round DESC LIMIT 1),
+            head),
+        greatest(head, coalesce((SELECT t.id + 1 FROM tasks t ORDER BY t.id DESC LIMIT 1), 1)));
+END;
+$$;

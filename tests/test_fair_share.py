@@ -261,3 +261,83 @@ def test_the_charges_of_the_other_calculators_count_here(db, worker_url):
         assert fair.virtual == {1: 3.0, 2: 3.0, None: 0.5}
         published = db.execute("SELECT tenant_usage FROM calculators WHERE id = %s", (mine,)).fetchone()[0]
         assert published == {"1": [1.0, 1.0, 1]}
+
+
+# Found from outside ---------------------------------------------------------
+
+def test_a_heavy_keys_runaways_do_not_hold_back_a_light_keys_bulk_nor_psql_rows(db, calculators):
+    """A (weight 20) has a backlog of runaways, every process on one; B
+    (weight 1) sends 200 quick tasks and psql 100 rows. Each runaway of A's
+    (2.5 s) is worth 2.5 / 20 s of B's and of psql's time, which covers their
+    quick tasks: done within CALCULATION_TIMEOUT + 3 s. (When "ahead" meant a
+    fixed 0.5 s of virtual time, a runaway moved A by 0.125 s, A was ahead
+    only after four of them, and B's later tasks waited behind A's
+    handed-back ones: 8 of B's still pending after 100 s.) With weight 1,000
+    A is owed 1,000 times their time, and they get it: 2.5 ms a runaway."""
+    db.execute("UPDATE api_keys SET weight = 20 WHERE id = 1")
+    started = [calculators(**RUNAWAY_BOUND)]
+    insert_many(db, 1, [RUNAWAY] * 300)
+    wait_for(lambda: all(len(c.busy_evaluator_pids()) == 2 for c in started), timeout=30,
+             message="every evaluation process on A's runaways")
+    bulk = insert_many(db, 2, [f"{n} + 1" for n in range(200)])
+    psql = insert_many(db, None, [f"{n} * 2" for n in range(100)])
+    try:
+        wait_done(db, bulk + psql, timeout=BOUND + 10)
+        for name, ids in (("B's bulk", bulk), ("the psql rows", psql)):
+            took = last_result_after_insert(db, ids)
+            assert took <= BOUND, f"{name}: the last result {took:.1f} s after the insert"
+    finally:
+        cancel_all(db)
+
+
+def test_a_round_set_by_hand_far_ahead_does_not_push_back_the_keys_later_tasks(db, make_app):
+    """One psql row of key 2 with fair_round 10**12 (a dump re-inserted, say):
+    its later tasks, from psql and from the API, still stand near the queue's
+    head, not behind that round."""
+    from api.keys import create_key
+    from tests.test_auth import bearer
+    key = create_key(db, "bee")
+    owner = int(key.split("_")[1])
+    insert_many(db, 1, ["1"] * 50)
+    db.execute("INSERT INTO tasks (expression, owner, fair_round) VALUES ('1 + 1', %s, 1000000000000)", (owner,))
+    later = insert_many(db, owner, ["2 + 2"] * 3)
+    client = make_app(AUTH="required").test_client()
+    response = client.post("/api/expressions", json={"items": [{"expression": "3 + 3"}] * 3}, headers=bearer(key))
+    assert response.status_code == 202, response.get_data(as_text=True)
+    rounds = [r[0] for r in db.execute("SELECT fair_round FROM tasks WHERE expression IN ('2 + 2', '3 + 3') "
+                                       "ORDER BY id")]
+    next_id = db.execute("SELECT max(id) + 1 FROM tasks").fetchone()[0]
+    assert len(rounds) == 6 and max(rounds) <= next_id, rounds
+    assert later
+
+
+def test_a_calculator_whose_heartbeat_lapsed_is_not_charged_twice(db, worker_url):
+    """Another Calculator charged A 100 s; its heartbeat lapses (its row is
+    not live for a while), then it comes back having charged 1 s more: A
+    moves by 1 s here, not by its whole 101 s."""
+    mine, other = uuid.uuid4(), uuid.uuid4()
+    for calculator in (mine, other):
+        db.execute("INSERT INTO calculators (id, hostname, pid) VALUES (%s, 'here', 1)", (calculator,))
+    fair = FairShare()
+    with psycopg.connect(worker_url, autocommit=True) as conn:
+        db.execute("UPDATE calculators SET tenant_usage = %s WHERE id = %s", (Jsonb({"1": [100.0, 50.0, 1]}), other))
+        fair.refresh(conn, mine, now=0.0, running={})
+        db.execute("UPDATE calculators SET heartbeat_at = now() - interval '20 s' WHERE id = %s", (other,))
+        fair.refresh(conn, mine, now=2.0, running={})
+        db.execute("UPDATE calculators SET heartbeat_at = now(), tenant_usage = %s WHERE id = %s",
+                   (Jsonb({"1": [101.0, 50.0, 1]}), other))
+        fair.refresh(conn, mine, now=3.0, running={})
+        assert fair.virtual == {1: 1.0}
+
+
+def test_calculators_with_different_caps_say_so(db, calculators):
+    """MAX_RUNNING_PER_KEY must be the same on every Calculator: one that
+    sees another value says so in its log."""
+    first = calculators(max_running_per_key=1)
+    calculators(max_running_per_key=3)
+    insert_many(db, 1, [SLOW] * 4)
+    try:
+        wait_for(lambda: "MAX_RUNNING_PER_KEY is 1 here but 3 on calculator" in first.log(), timeout=30,
+                 message="the warning")
+    finally:
+        cancel_all(db)

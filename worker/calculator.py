@@ -84,6 +84,7 @@ class Calculator(DatabaseSessions):
         self.to_release_counted: list[Task] = []  # their child died: attempt counted
 
         self.claims = Claims(settings, self.pool)
+        self._cap_warned: set = set()  # Calculators told of for another MAX_RUNNING_PER_KEY
         self.next_lease_extension = 0.0
 
         self.outage_since: float | None = None
@@ -241,6 +242,7 @@ class Calculator(DatabaseSessions):
         fair = self.pool.fair
         if fair.refresh_due(now, active=self.pool.held_count() > 0):
             fair.refresh(conn, self.registration.id, now, self.pool.running_by_owner())
+            self._check_caps(fair.other_caps)
         if now >= self.next_lease_extension:
             held = self.pool.held_tasks() + [o.task for o in self.unstored + self.held_back]
             if held:
@@ -250,6 +252,17 @@ class Calculator(DatabaseSessions):
         if not self.stopping:
             self.claims.maybe_claim(conn, now, self.unstored)
             self.retention.maybe_run(conn, now)
+
+    def _check_caps(self, caps: dict) -> None:
+        """MAX_RUNNING_PER_KEY must be the same on every Calculator: say so,
+        once per Calculator, where it is not."""
+        mine = self.settings.max_running_per_key
+        for calculator, cap in caps.items():
+            if cap is not None and cap != mine and calculator not in self._cap_warned:
+                self._cap_warned.add(calculator)
+                log.warning("MAX_RUNNING_PER_KEY is %s here but %s on calculator %s: every Calculator "
+                            "must have the same value, or a key may run more tasks at once than either "
+                            "says", mine or "none", cap or "none", calculator)
 
     def _store(self, conn: psycopg.Connection, outcomes: list[Outcome], skip_locked: bool = False) -> None:
         began_ns = time.time_ns()

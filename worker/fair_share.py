@@ -20,9 +20,11 @@ here is start-time fair queueing by virtual time:
 - a tenant that comes (back) with work after ACTIVE_SECONDS without any
   starts at the system's virtual time, not below: no credit for the time it
   had nothing to do;
-- a tenant more than QUANTUM_SECONDS ahead of the system's virtual time is
-  *ahead*: the claims skip its tasks (sql/queries/claim_tasks.sql) while
-  the others' wait, and the local queue starts the least virtual time first.
+- a tenant that used QUANTUM_SECONDS of CPU time more than its share (more
+  than QUANTUM_SECONDS over its weight ahead of the system's virtual time)
+  is *ahead*: the claims skip its tasks (sql/queries/claim_tasks.sql)
+  while the others' wait, and the local queue starts the least virtual
+  time first.
 
 Every Calculator charges what its own children use, and shares it through
 its row in calculators (tenant_usage, written once a second while it has
@@ -46,6 +48,7 @@ ACTIVE_SECONDS = 3.0    # a tenant seen or charged this recently is active
 REFRESH_SECONDS = 1.0   # how often the charges are shared
 WINDOW_SECONDS = 60.0   # the "last minute" of the published figures
 NONE = "none"           # rows without an owner, in tenant_usage
+FORGET_CALCULATOR_SECONDS = 3600.0  # a Calculator not seen this long is gone (heartbeat.sql sweeps it)
 
 
 def label(tenant) -> str:
@@ -62,7 +65,9 @@ class FairShare:
         self.weights: dict = {}    # owner -> weight, for keys whose weight is not 1
         self.charged: dict = {}    # tenant -> CPU seconds charged here since start (published)
         self._recent: dict = {}    # tenant -> deque of (monotonic second, CPU seconds)
-        self._others: dict | None = None  # calculator id -> {label: seconds} at the last refresh
+        self._others: dict | None = None  # calculator id -> {label: seconds} at its last look
+        self._seen_others: dict = {}  # calculator id -> when it was last seen live
+        self.other_caps: dict = {}  # calculator id -> its MAX_RUNNING_PER_KEY, at the last look
         self.active: dict = {}     # tenant -> when it was last seen here or charged anywhere
         self.floor = 0.0           # the system's virtual time, never going back
         self.next_refresh = 0.0
@@ -127,10 +132,17 @@ class FairShare:
         the system's virtual time (present: the tenants with tasks here, each
         with its effective virtual time)."""
         self.seen(present, now)
-        limit = self.system_time(now) + QUANTUM_SECONDS
-        ahead = {t for t, v in present.items() if v > limit}
-        ahead.update(t for t, v in self.virtual.items() if t not in present and v > limit)
+        system = self.system_time(now)
+        ahead = {t for t, v in present.items() if v > self._limit(t, system)}
+        ahead.update(t for t, v in self.virtual.items() if t not in present and v > self._limit(t, system))
         return ahead
+
+    def _limit(self, tenant, system: float) -> float:
+        # QUANTUM_SECONDS of the tenant's own CPU time past its share: over
+        # its weight in virtual time (a key of weight 1,000 whose runaway
+        # moves its virtual time by 2.5 ms is ahead once that runaway ran
+        # half a second, not after 200 of them).
+        return system + QUANTUM_SECONDS / self.weight(tenant)
 
     # --- sharing ----------------------------------------------------------
 
@@ -162,10 +174,12 @@ class FairShare:
                             {"id": calculator_id, "usage": Jsonb(self.usage(now, running))},
                             prepare=True).fetchall()
         weights, others = {}, {}
-        for kind, name, value in rows:
+        self.other_caps = {}
+        for kind, name, value, cap in rows:
             if kind == "weight":
                 weights[int(name)] = float(value)
             else:
+                self.other_caps[name] = cap
                 others[name] = {k: v[0] for k, v in (value or {}).items()
                                 if isinstance(v, list) and v and isinstance(v[0], (int, float))}
         self.weights = weights
@@ -178,7 +192,13 @@ class FairShare:
                     except ValueError:
                         continue
                     self._charge_elsewhere(tenant, total - before.get(name, 0.0), now)
-        self._others = others
+        # A Calculator missing from this look (its heartbeat late) keeps its
+        # last totals: when it comes back, only what it charged since counts.
+        self._others = {**(self._others or {}), **others}
+        self._seen_others.update((c, now) for c in others)
+        for calculator in [c for c, at in self._seen_others.items() if now - at > FORGET_CALCULATOR_SECONDS]:
+            del self._seen_others[calculator]
+            self._others.pop(calculator, None)
         # Forget the tenants quiet for a while and no further on than the
         # system's virtual time: they would start there anyway.
         since = now - 10 * ACTIVE_SECONDS
