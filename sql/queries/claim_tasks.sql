@@ -32,7 +32,8 @@
 -- characters, which the Calculator decodes and checks row by row (a row it
 -- cannot read becomes that row's error outcome). With each task come its
 -- attempt (1 for the first claim) and its trace context (sql/015), for the
--- Calculator's spans and log lines (worker/tracing.py).
+-- Calculator's spans and log lines (worker/tracing.py). Variables that are
+-- -0.0 (variables_negative_zero, sql/016) come with their sign in that text.
 WITH candidates AS (
     SELECT id, attempts
     FROM tasks
@@ -60,11 +61,12 @@ claimed AS (
         lease_token = gen_random_uuid()
     FROM candidates c
     WHERE t.id = c.id AND c.attempts < %(max_attempts)s
-    RETURNING t.id, t.expression, t.variables, t.lease_token, t.owner, coalesce(t.fair_round, t.id) AS fair_round,
+    RETURNING t.id, t.expression, t.variables, t.variables_negative_zero, t.lease_token, t.owner, coalesce(t.fair_round, t.id) AS fair_round,
               t.attempts, t.trace_context
 )
 SELECT id, left(expression, %(max_expression_length)s::integer + 1), length(expression),
-       left(variables::text, %(max_variables_chars)s::integer + 1), lease_token, false AS given_up,
+       left(signed_variables(variables, variables_negative_zero)::text, %(max_variables_chars)s::integer + 1),
+       lease_token, false AS given_up,
        owner, fair_round, attempts, trace_context
 FROM claimed
 UNION ALL
