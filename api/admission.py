@@ -36,9 +36,11 @@ class Refused(Exception):
 # trace_context: the request's traceparent when the API traces (api/tracing.py), else NULL.
 # Variables that are -0.0 are named in variables_negative_zero (sql/016: jsonb
 # keeps them as 0.0); only JSON text with "-0" in it is read a second time.
+# (%(variables)s is one parameter: text, read as jsonb and as json, which keeps the sign.)
 INSERT_TASK = ("INSERT INTO tasks (expression, variables, variables_negative_zero, trace_context) "
-               "VALUES (%(expression)s, %(variables)s::jsonb, "
-               "CASE WHEN strpos(%(variables)s::text, '-0') > 0 THEN negative_zero_names(%(variables)s::json) END, "
+               "VALUES (%(expression)s, %(variables)s::text::jsonb, "
+               "CASE WHEN strpos(%(variables)s::text, '-0') > 0 "
+               "THEN negative_zero_names(%(variables)s::text::json) END, "
                "%(trace_context)s::text) RETURNING id")
 # One statement, one NOTIFY, however many items (each with its submission's
 # trace context: a group commit's INSERT holds several submissions). Ids come from the sequence
