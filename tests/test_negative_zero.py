@@ -215,3 +215,22 @@ def test_the_page_and_the_client_show_the_sign(db, calculators, http_server, cli
     assert signed(calculator.calculate("atan2(0, x)", {"x": -0.0}, timeout=30)) == signed(math.pi)
     assert main(["--url", http_server, "x*-1", "x=0.0"]) == 0
     assert capsys.readouterr().out == "-0.0\n"
+
+
+def test_both_stores_keep_the_sign_and_the_claim_gives_it(db):
+    """store_results.sql and store_results_skip_locked.sql (for a batch with
+    rows held locked) each store -0.0 as 0.0 with result_negative_zero; the
+    claim hands the Calculator a variable -0.0 with its sign."""
+    from worker.task_queue import Outcome, claim_tasks, store_outcomes
+    db.execute("INSERT INTO tasks (expression, variables, variables_negative_zero) VALUES "
+               "('x', '{\"x\": 0.0}', '{x}'), ('x', '{\"x\": 0.0}', NULL), ('y', '{\"y\": 0.0}', '{y}'), "
+               "('y', '{\"y\": 0.0}', NULL)")
+    tasks, _ = claim_tasks(db, 10, 30, 5)
+    assert [signed(t.variables[t.expression]) for t in tasks] == [signed(-0.0), signed(0.0)] * 2
+    plain, locked = tasks[:2], tasks[2:]
+    assert store_outcomes(db, [Outcome(plain[0], "-0.0", None), Outcome(plain[1], "0.0", None)]) \
+        == ({plain[0].id, plain[1].id}, set())
+    assert store_outcomes(db, [Outcome(locked[0], "-0.0", None), Outcome(locked[1], "0.0", None)],
+                          skip_locked=True) == ({locked[0].id, locked[1].id}, set())
+    rows = db.execute("SELECT result::text, result_negative_zero FROM tasks ORDER BY id").fetchall()
+    assert rows == [("0.0", True), ("0.0", False)] * 2
