@@ -125,3 +125,19 @@ CREATE TRIGGER tasks_finished_are_final
     FOR EACH ROW
     WHEN (OLD.status <> 'pending')
     EXECUTE FUNCTION refuse_changing_finished_tasks();
+
+-- task_outcomes() (sql/007), the API's read rule for psql, gives the result
+-- as the API does: json, -0.0 with its sign. Its callers (cancel_tasks())
+-- read only the id and the status.
+DROP FUNCTION task_outcomes(bigint[]);
+CREATE FUNCTION task_outcomes(ids bigint[])
+RETURNS TABLE (id bigint, status text, result json, error text)
+LANGUAGE sql STABLE AS $$
+    SELECT wanted.id,
+           coalesce(t.status, CASE WHEN wanted.id <= r.purged_through THEN 'expired' ELSE 'unknown' END),
+           signed_result(t.result, t.result_negative_zero), t.error
+    FROM unnest(ids) WITH ORDINALITY AS wanted(id, position)
+    CROSS JOIN task_retention r
+    LEFT JOIN tasks t ON t.id = wanted.id
+    ORDER BY wanted.position
+$$;

@@ -130,6 +130,8 @@ def test_psql_users_write_and_read_the_sign(db, calculators):
     assert "-0.0" in rows[found][3]
     assert rows[literal][:3] == ("0.0", True, "-0.0")
     assert rows[unsigned][:3] == ("0.0", False, "0.0")
+    outcomes = db.execute("SELECT id, result::text FROM task_outcomes(%s)", ([literal, unsigned],)).fetchall()
+    assert outcomes == [(literal, "-0.0"), (unsigned, "0.0")]
 
 
 def test_the_database_refuses_a_sign_that_does_not_fit(db):
