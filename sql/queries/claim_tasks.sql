@@ -32,8 +32,10 @@
 -- characters, which the Calculator decodes and checks row by row (a row it
 -- cannot read becomes that row's error outcome). With each task come its
 -- attempt (1 for the first claim) and its trace context (sql/015), for the
--- Calculator's spans and log lines (worker/tracing.py). Variables that are
--- -0.0 (variables_negative_zero, sql/016) come with their sign in that text.
+-- Calculator's spans and log lines (worker/tracing.py), and the names of the
+-- variables that are -0.0 (sql/016: jsonb holds them as 0.0), which the
+-- Calculator gives their sign (worker/intake.py; signed_variables() here
+-- cost a json aggregate per such row).
 WITH candidates AS (
     SELECT id, attempts
     FROM tasks
@@ -65,10 +67,9 @@ claimed AS (
               t.attempts, t.trace_context
 )
 SELECT id, left(expression, %(max_expression_length)s::integer + 1), length(expression),
-       left(signed_variables(variables, variables_negative_zero)::text, %(max_variables_chars)s::integer + 1),
-       lease_token, false AS given_up,
-       owner, fair_round, attempts, trace_context
+       left(variables::text, %(max_variables_chars)s::integer + 1), lease_token, false AS given_up,
+       owner, fair_round, attempts, trace_context, variables_negative_zero
 FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, trace_context FROM given_up
+SELECT id, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, trace_context, NULL FROM given_up
 ORDER BY fair_round, id
