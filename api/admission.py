@@ -34,15 +34,23 @@ class Refused(Exception):
 
 
 # trace_context: the request's traceparent when the API traces (api/tracing.py), else NULL.
-INSERT_TASK = ("INSERT INTO tasks (expression, variables, trace_context) "
-               "VALUES (%(expression)s, %(variables)s::jsonb, %(trace_context)s::text) RETURNING id")
+# Variables that are -0.0 are named in variables_negative_zero (sql/016: jsonb
+# keeps them as 0.0); only JSON text with "-0" in it is read a second time.
+# (%(variables)s is one parameter: text, read as jsonb and as json, which keeps the sign.)
+INSERT_TASK = ("INSERT INTO tasks (expression, variables, variables_negative_zero, trace_context) "
+               "VALUES (%(expression)s, %(variables)s::text::jsonb, "
+               "CASE WHEN strpos(%(variables)s::text, '-0') > 0 "
+               "THEN negative_zero_names(%(variables)s::text::json) END, "
+               "%(trace_context)s::text) RETURNING id")
 # One statement, one NOTIFY, however many items (each with its submission's
 # trace context: a group commit's INSERT holds several submissions). Ids come from the sequence
 # in the order the rows are inserted, which is the items' order (ORDER BY
 # ordinality), so sorting the returned ids gives the items' ids in order.
 INSERT_TASKS = """
-    INSERT INTO tasks (expression, variables, trace_context)
-    SELECT item.expression, item.variables::jsonb, item.trace_context
+    INSERT INTO tasks (expression, variables, variables_negative_zero, trace_context)
+    SELECT item.expression, item.variables::jsonb,
+           CASE WHEN strpos(item.variables, '-0') > 0 THEN negative_zero_names(item.variables::json) END,
+           item.trace_context
     FROM unnest(%(expressions)s::text[], %(variables)s::text[], %(trace_contexts)s::text[])
         WITH ORDINALITY AS item(expression, variables, trace_context, position)
     ORDER BY item.position

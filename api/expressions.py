@@ -29,9 +29,11 @@ blueprint = Blueprint("expressions", __name__, url_prefix="/api")
 # A task the caller may not see (another key's) is read as absent: the same
 # 404 (or 410) as an id that does not exist, so nothing tells them apart.
 # %(only)s: the caller's key id, NULL for callers who see every task.
-SELECT_OUTCOME = ("SELECT status, result, error FROM tasks "
+# The result as json with its sign (sql/016: a -0.0 is 0.0 in jsonb, with
+# result_negative_zero set).
+SELECT_OUTCOME = ("SELECT status, signed_result(result, result_negative_zero), error FROM tasks "
                   "WHERE id = %(id)s AND (%(only)s::bigint IS NULL OR owner = %(only)s::bigint)")
-SELECT_OUTCOMES = ("SELECT id, status, result, error FROM tasks "
+SELECT_OUTCOMES = ("SELECT id, status, signed_result(result, result_negative_zero), error FROM tasks "
                    "WHERE id = ANY(%(ids)s) AND (%(only)s::bigint IS NULL OR owner = %(only)s::bigint)")
 # An id not in tasks: deleted by retention (410) or never issued (404).
 SELECT_RETENTION = "SELECT purged_through, kept_for FROM task_retention"

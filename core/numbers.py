@@ -11,6 +11,10 @@ as 2.50. The rule, the same for the API and for rows inserted with psql:
   large (1e400 as a float is infinite) and not too small to tell from 0
   (1e-400); both are refused with a message rather than rounded away.
 
+A float zero keeps its sign: -0.0 (and -0.00, -0e-3) is the float -0.0, as
+in Python; -0 is the integer 0. jsonb cannot hold -0.0, so the database keeps
+the sign beside it (sql/016_negative_zero.sql).
+
 JSON is decoded with every number as a Decimal (decode_json), so nothing is
 lost before this rule is applied, and no 5,000-digit number trips Python's
 integer-string limit.
@@ -52,8 +56,8 @@ def variable_value(name: str, value: Any) -> int | float:
         if not value.is_finite():
             raise ExpressionError(f"variable '{name}' must be a finite number")
         sign, digits, exponent = value.as_tuple()
-        if value == 0:   # jsonb keeps 0e1000 as 0 and -0.0 as 0.0
-            return 0 if exponent >= 0 else 0.0
+        if value == 0:   # jsonb keeps 0e1000 as 0; -0.0 keeps its sign (a float)
+            return 0 if exponent >= 0 else (-0.0 if sign else 0.0)
         if exponent >= 0:
             if len(digits) + exponent > MAX_NUMBER_LENGTH:
                 raise ExpressionError(
@@ -75,7 +79,7 @@ def variable_value(name: str, value: Any) -> int | float:
         return value
     if not math.isfinite(value):
         raise ExpressionError(f"variable '{name}' must be a finite number")
-    return value + 0.0   # -0.0 is 0.0, as jsonb stores it
+    return value
 
 
 def json_type(value: Any) -> str:

@@ -108,6 +108,7 @@ variable_values = st.one_of(
     st.integers(-20, 20), st.integers(-10**12, 10**12),
     st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
     st.floats(-1e300, 1e300, allow_nan=False, allow_infinity=False),
+    st.sampled_from([-0.0, 0.0]),   # both zeros, often: their signs must stay apart
 )
 
 
@@ -318,6 +319,18 @@ def _value(node, variables):
         args = [_value(a, variables) for a in node.args]
         return _FUNCTIONS[node.name](*args)
     raise TypeError(node)
+
+
+def same_value(got, want) -> bool:
+    """The same number: the same type, equal (NaN to NaN), and a float zero
+    with the same sign (math.copysign), as Python keeps -0.0 apart from 0.0."""
+    if type(got) is not type(want):
+        return False
+    if isinstance(want, float):
+        if math.isnan(want):
+            return math.isnan(got)
+        return got == want and math.copysign(1.0, got) == math.copysign(1.0, want)
+    return got == want
 
 
 # How the service words each kind of refusal.

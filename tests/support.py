@@ -34,12 +34,14 @@ def outcome(conn: psycopg.Connection, task_id: int):
 
 
 def wait_done(conn: psycopg.Connection, task_ids, timeout: float = 20.0):
-    """Wait until none of task_ids is pending; return {id: (status, result, error)}."""
+    """Wait until none of task_ids is pending; return {id: (status, result, error)},
+    the result with its sign (sql/016: signed_result)."""
     ids = list(task_ids)
     wait_for(lambda: conn.execute(
         "SELECT count(*) = 0 FROM tasks WHERE id = ANY(%s) AND status = 'pending'", (ids,)
     ).fetchone()[0], timeout, message=f"tasks {ids[:10]} to finish")
-    rows = conn.execute("SELECT id, status, result, error FROM tasks WHERE id = ANY(%s)", (ids,))
+    rows = conn.execute("SELECT id, status, signed_result(result, result_negative_zero), error "
+                        "FROM tasks WHERE id = ANY(%s)", (ids,))
     return {r[0]: r[1:] for r in rows}
 
 

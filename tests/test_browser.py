@@ -237,3 +237,22 @@ def test_the_page_is_under_its_content_security_policy(chromium, site):
                             "document.body.appendChild(s);")
     assert chromium.execute_script("return window.injected") is None
     assert any("inline script" in message for message in csp_violations(chromium))
+
+
+def test_the_page_shows_the_sign_of_zero(chromium, site, calculators, db):
+    """-0.0 on the page as in Python: the playground's answer, the task list
+    and the detail (docs/grammar.md, the sign of zero)."""
+    _, base = site
+    calculators()
+    chromium.get(base + "/")
+    submit(chromium, "-0.0*x", "x=2.5")
+    wait(chromium, lambda d: "= -0.0" in text_of(d, "#submissions li"), message="-0.0*x")
+    submit(chromium, "atan2(0, x)", "x=-0.0")
+    wait(chromium, lambda d: "= 3.141592653589793" in text_of(d, "#submissions li"), message="atan2")
+    wait(chromium, lambda d: "-0.0" in text_of(d, "#recent-tasks tbody tr .result")
+         and "x=-0.0" in text_of(d, "#recent-tasks tbody tr"), timeout=10)
+    lookup = chromium.find_element(By.ID, "task-id")
+    lookup.clear()
+    lookup.send_keys("1", Keys.ENTER)
+    wait(chromium, lambda d: "Task 1" in d.find_element(By.ID, "task-detail").text
+         and "-0.0" in text_of(d, "#task-detail .result"))

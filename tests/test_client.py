@@ -4,6 +4,7 @@ calculator_client), installed into a fresh virtualenv in test_client_package.py.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -127,13 +128,16 @@ def test_a_submission_answered_503_is_sent_again_with_the_same_idempotency_key()
 
 @pytest.mark.parametrize("typed, sent", [
     ("x=1e400", 10**400), ("x=1e2", 100), ("x=2.5", 2.5), ("x=-3", -3), ("x=1e-5", 1e-05),
+    ("x=-0.0", -0.0), ("x=-0e-3", -0.0), ("x=0.0", 0.0), ("x=-0", 0),
 ])
 def test_variables_are_sent_as_the_api_reads_them(typed, sent):
     """The client applies the API's number rule (core/numbers.py, repeated in
     the client package, which holds no server code), so what it sends is what
-    the API will calculate with."""
+    the API will calculate with: a float zero with its sign."""
     value = parse_variables([typed])["x"]
     assert value == sent and type(value) is type(sent)
+    if isinstance(sent, float):
+        assert math.copysign(1, value) == math.copysign(1, sent)
 
 
 @pytest.mark.parametrize("typed, message", [
@@ -165,3 +169,5 @@ def test_the_clients_number_rule_is_the_apis(text):
         return
     value = parse_variables([f"x={text}"])["x"]
     assert value == expected and type(value) is type(expected)
+    if isinstance(expected, float):
+        assert math.copysign(1, value) == math.copysign(1, expected)

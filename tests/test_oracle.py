@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 import os
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
 from core.expression import CalculationError, check_variables, compile_expression
-from tests.oracle import MESSAGES, Refused, cases, expected
+from tests.oracle import MESSAGES, Refused, cases, expected, same_value
 
 EXAMPLES = int(os.environ.get("ORACLE_EXAMPLES", "1200"))   # per test; two tests
 TIMEOUT = max(600, EXAMPLES // 20)
@@ -22,14 +23,6 @@ ORACLE = settings(max_examples=EXAMPLES, deadline=None, database=None,
 def service_value(text: str, variables: dict):
     compiled = compile_expression(text, 10_000)
     return compiled.evaluate(check_variables(compiled, variables, 100))
-
-
-def same_number(got, want) -> bool:
-    if type(got) is not type(want):
-        return False
-    if isinstance(want, float) and math.isnan(want):
-        return math.isnan(got)
-    return got == want
 
 
 def check_case(case) -> None:
@@ -43,7 +36,7 @@ def check_case(case) -> None:
             f"{text!r} {variables}: expected a {refusal.kind} error, got {failed.value}"
         return
     got = service_value(text, variables)
-    assert same_number(got, want), f"{text!r} with {variables}: service {got!r}, tree {want!r}"
+    assert same_value(got, want), f"{text!r} with {variables}: service {got!r}, tree {want!r}"
 
 
 @pytest.mark.timeout(TIMEOUT)
@@ -59,3 +52,27 @@ def test_every_expression_means_its_tree_fixed_seed(case):
 @given(cases())
 def test_every_expression_means_its_tree_fresh_seed(case):
     check_case(case)
+
+
+# The tester's cases, and their like, each with the value Python gives
+# (written as Python arithmetic, not evaluated text), -0.0 with its sign.
+# Variables come as the API decodes them (Decimals) or as Python floats.
+@pytest.mark.parametrize("text, variables, want", [
+    ("-0.0", {}, -0.0),
+    ("-0.0*x", {"x": Decimal("2.5")}, -0.0 * 2.5),
+    ("+0*-+0.0", {}, 0 * -(+0.0)),
+    ("x", {"x": Decimal("-0.0")}, -0.0),
+    ("x", {"x": -0.0}, -0.0),
+    ("x", {"x": Decimal("-0e-3")}, -0.0),
+    ("x*1", {"x": Decimal("-0.00")}, -0.0 * 1),
+    ("atan2(0, x)", {"x": Decimal("-0.0")}, math.atan2(0, -0.0)),
+    ("atan2(x, -1)", {"x": Decimal("-0.0")}, math.atan2(-0.0, -1)),
+    ("0.0*-1", {}, 0.0 * -1),
+    ("-x", {"x": Decimal("0.0")}, -0.0),
+    ("x", {"x": Decimal("0.0")}, 0.0),
+    ("x", {"x": Decimal("-0")}, 0),      # an integer zero has no sign
+    ("-0", {}, 0),
+])
+def test_negative_zero_keeps_its_sign(text, variables, want):
+    got = service_value(text, variables)
+    assert same_value(got, want), f"{text!r} with {variables}: service {got!r}, Python {want!r}"

@@ -184,8 +184,9 @@ def test_a_refused_statement_is_survived_and_retried(db, database_url, calculato
                  message="the refusal to be logged")
         wait_for(lambda: calc.log().count("retrying with backoff") >= 1)
     finally:
-        db.execute("GRANT UPDATE (status, process_at, attempts, lease_token, result, error, finished_at) "
-                   "ON tasks TO calculator_worker")
+        # the grants of sql/002 and sql/016 (result_negative_zero), as they were
+        db.execute("GRANT UPDATE (status, process_at, attempts, lease_token, result, result_negative_zero, "
+                   "error, finished_at) ON tasks TO calculator_worker")
     assert wait_done(db, [task_id], timeout=30)[task_id] == ("done", 4, None)
     log = calc.log()
     assert log.count("database statement failed") == 1, "logged once, not at every retry"

@@ -58,11 +58,13 @@ def decode_variables(text: str | None) -> tuple[Any, str | None]:
 
 
 def checked_row(expression: Any, expression_length: int | None, variables: Any,
-                limits: ExpressionLimits) -> tuple[Any, str | None]:
+                limits: ExpressionLimits, negative_zeros: list[str] | None = None) -> tuple[Any, str | None]:
     """(variables as Python numbers, None), or (None, why the row cannot be sent
     to an evaluation process). The variables' rules are the API's own
     (core/expression.py, core/numbers.py); the grammar is applied by the
-    evaluation process, as for the API."""
+    evaluation process, as for the API. negative_zeros: the row's
+    variables_negative_zero, the names whose 0.0 is -0.0 (sql/016: the
+    database checks that each is a float zero)."""
     if not isinstance(expression, str):
         return None, f"'expression' must be a string, not {json_type(expression)}"
     length = expression_length if expression_length is not None else len(expression)
@@ -71,6 +73,10 @@ def checked_row(expression: Any, expression_length: int | None, variables: Any,
                       f"the limit is {limits.max_expression_length}")
     try:
         check_variable_names(variables, limits.max_variables)
-        return {name: variable_value(name, value) for name, value in variables.items()}, None
+        values = {name: variable_value(name, value) for name, value in variables.items()}
+        for name in negative_zeros or ():
+            if type(values.get(name)) is float and values[name] == 0.0:
+                values[name] = -0.0
+        return values, None
     except ExpressionError as error:
         return None, str(error)

@@ -97,10 +97,10 @@ def reset_queue_head(conn: psycopg.Connection) -> None:
 
 
 def _read_row(task_id, expression, length, variables_text, token, owner, fair_round, attempt,
-              trace_context, limits) -> Task:
+              trace_context, negative_zeros, limits) -> Task:
     variables, problem = decode_variables(variables_text)
     if problem is None:
-        variables, problem = checked_row(expression, length, variables, limits)
+        variables, problem = checked_row(expression, length, variables, limits, negative_zeros)
     return Task(task_id, expression, variables, token, owner, fair_round, problem,
                 attempt=attempt, trace_context=trace_context)
 

@@ -69,9 +69,9 @@ def parse_variables(assignments: list[str]) -> dict:
 
 
 def _number(name: str, value: Decimal) -> int | float:
-    _, digits, exponent = value.as_tuple()
-    if value == 0:   # jsonb keeps 0e1000 as 0 and -0.0 as 0.0
-        return 0 if exponent >= 0 else 0.0
+    sign, digits, exponent = value.as_tuple()
+    if value == 0:   # 0e1000 is the integer 0; -0.0 keeps its sign, as in Python
+        return 0 if exponent >= 0 else (-0.0 if sign else 0.0)
     if exponent >= 0:
         if len(digits) + exponent > MAX_NUMBER_LENGTH:
             raise UsageError(f"variable '{name}' is too large: more than {MAX_NUMBER_LENGTH} digits")

@@ -32,7 +32,10 @@
 -- characters, which the Calculator decodes and checks row by row (a row it
 -- cannot read becomes that row's error outcome). With each task come its
 -- attempt (1 for the first claim) and its trace context (sql/015), for the
--- Calculator's spans and log lines (worker/tracing.py).
+-- Calculator's spans and log lines (worker/tracing.py), and the names of the
+-- variables that are -0.0 (sql/016: jsonb holds them as 0.0), which the
+-- Calculator gives their sign (worker/intake.py; signed_variables() here
+-- cost a json aggregate per such row).
 --
 -- The tenants in %(skip)s (owners, 0 for rows without an owner) are ahead
 -- of the others in evaluation time (worker/fair_share.py): their tasks are
@@ -66,13 +69,13 @@ claimed AS (
         lease_token = gen_random_uuid()
     FROM candidates c
     WHERE t.id = c.id AND c.attempts < %(max_attempts)s
-    RETURNING t.id, t.expression, t.variables, t.lease_token, t.owner, coalesce(t.fair_round, t.id) AS fair_round,
+    RETURNING t.id, t.expression, t.variables, t.variables_negative_zero, t.lease_token, t.owner, coalesce(t.fair_round, t.id) AS fair_round,
               t.attempts, t.trace_context
 )
 SELECT id, left(expression, %(max_expression_length)s::integer + 1), length(expression),
        left(variables::text, %(max_variables_chars)s::integer + 1), lease_token, false AS given_up,
-       owner, fair_round, attempts, trace_context
+       owner, fair_round, attempts, trace_context, variables_negative_zero
 FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, trace_context FROM given_up
+SELECT id, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, trace_context, NULL FROM given_up
 ORDER BY fair_round, id

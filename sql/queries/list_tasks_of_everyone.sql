@@ -2,7 +2,10 @@
 -- list_tasks_of_owner.sql, each status through its own index: pending
 -- (tasks_pending_by_id, sql/001), error (tasks_errors_by_id, sql/008),
 -- cancelled (sql/013), done down the primary key (most rows are done).
-SELECT t.id, t.status, t.expression, t.variables, t.result, t.error, t.attempts,
+-- Variables and result as json, each -0.0 with its sign (sql/016).
+SELECT t.id, t.status, t.expression, signed_variables(t.variables, t.variables_negative_zero) AS variables,
+       signed_result(t.result, t.result_negative_zero) AS result,
+       t.error, t.attempts,
        t.created_at, t.finished_at,
        extract(epoch FROM t.finished_at - t.created_at)::float8 AS seconds,
        t.status = 'pending' AND t.lease_token IS NOT NULL AND t.process_at > now() AS leased,

@@ -14,7 +14,10 @@
 -- (and, with two keys of 20,000 tasks each, did) walk the index of everyone's
 -- done tasks (sql/013) instead, filtering out the other key's newer tasks:
 -- 20,000 rows read for a page (tests/test_listing.py).
-SELECT t.id, t.status, t.expression, t.variables, t.result, t.error, t.attempts,
+-- Variables and result as json, each -0.0 with its sign (sql/016).
+SELECT t.id, t.status, t.expression, signed_variables(t.variables, t.variables_negative_zero) AS variables,
+       signed_result(t.result, t.result_negative_zero) AS result,
+       t.error, t.attempts,
        t.created_at, t.finished_at,
        extract(epoch FROM t.finished_at - t.created_at)::float8 AS seconds,
        t.status = 'pending' AND t.lease_token IS NOT NULL AND t.process_at > now() AS leased,

@@ -18,6 +18,9 @@
 --
 -- Parameters are parallel arrays: ids, lease tokens, results (JSON text or
 -- NULL) and errors (text or NULL); a row finds its own by array_position.
+-- A result -0.0 (the JSON text the Calculator writes for it, core/numbers.py)
+-- is stored as 0.0 with result_negative_zero set (sql/016: jsonb has no
+-- negative zero).
 --
 -- No join on purpose: the cost of a store is its own rows, whatever the
 -- planner believes about the queue. Joined to unnest(...) on id, after an
@@ -32,6 +35,8 @@ WITH stored AS (
     SET status = CASE WHEN (%(errors)s::text[])[array_position(%(ids)s::bigint[], t.id)] IS NULL
                       THEN 'done' ELSE 'error' END,
         result = ((%(results)s::text[])[array_position(%(ids)s::bigint[], t.id)])::jsonb,
+        result_negative_zero = coalesce((%(results)s::text[])[array_position(%(ids)s::bigint[], t.id)] = '-0.0',
+                                        false),
         error = (%(errors)s::text[])[array_position(%(ids)s::bigint[], t.id)],
         finished_at = clock_timestamp()
     WHERE t.id = ANY(%(ids)s::bigint[])

@@ -10,7 +10,8 @@
 -- "check everything you wait for".
 --
 -- Parameters are parallel arrays: ids, lease tokens, results (JSON text or
--- NULL) and errors (text or NULL).
+-- NULL) and errors (text or NULL). A result -0.0 is stored as
+-- store_results.sql says (sql/016).
 WITH outcome AS (
     SELECT *
     FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::text[], %(errors)s::text[])
@@ -26,6 +27,7 @@ stored AS (
     UPDATE tasks t
     SET status = CASE WHEN o.error IS NULL THEN 'done' ELSE 'error' END,
         result = o.result::jsonb,
+        result_negative_zero = coalesce(o.result = '-0.0', false),
         error = o.error,
         finished_at = clock_timestamp()
     FROM outcome o, mine m

@@ -1,5 +1,8 @@
 -- One task, every column a person may want to see (the dashboard's detail).
-SELECT t.id, t.expression, t.variables, t.status, t.result, t.error, t.attempts,
+-- Variables and result as json, each -0.0 with its sign (sql/016).
+SELECT t.id, t.expression, signed_variables(t.variables, t.variables_negative_zero) AS variables,
+       t.status, signed_result(t.result, t.result_negative_zero) AS result,
+       t.error, t.attempts,
        extract(epoch FROM t.finished_at - t.created_at)::float8 AS seconds,
        t.created_at, t.finished_at, t.process_at,
        t.status = 'pending' AND t.lease_token IS NOT NULL AND t.process_at > now() AS leased,
