@@ -158,6 +158,20 @@ def test_the_fairness_panel_shows_each_active_tenants_share_against_its_entitlem
     assert fairness_rows(client.get("/").get_data(as_text=True)) == fairness_rows(html)
 
 
+def test_the_fairness_panel_shows_small_shares_as_small_not_as_zero(client, db, calculator_rows):
+    """Found from outside: with weights 1,000, 1 and 0.01 every figure below
+    1 % read "0 %", share and entitlement alike."""
+    from api.keys import create_key
+    create_key(db, "big", weight=1000)
+    create_key(db, "one")
+    create_key(db, "tiny", weight=0.01)
+    write_tenant_usage(calculator_rows, {"1": [60, 59.9, 2], "2": [0.06, 0.06, 0], "3": [0.0004, 0.0004, 0]})
+    rows = fairness_rows(client.get("/dashboard/overview").get_data(as_text=True))
+    assert rows["big"][1:3] == ["100 %", "100 %"]
+    assert rows["one"][1:3] == ["0.1 %", "&lt; 0.1 %"]  # 0.06 s of 59.96; 1 / 1,001.01
+    assert rows["tiny"][1:3] == ["&lt; 0.1 %", "&lt; 0.1 %"]
+
+
 def test_the_fairness_panel_without_tenants_or_without_figures(client, db, calculator_rows, monkeypatch):
     from api import dashboard
     monkeypatch.setattr(dashboard, "CACHE_SECONDS", 0)
