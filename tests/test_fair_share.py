@@ -6,7 +6,6 @@ its tasks take."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
@@ -58,25 +57,35 @@ def last_result_after_insert(db, ids: list[int]) -> float:
                       "FROM tasks WHERE id = ANY(%s)", (ids,)).fetchone()[0]
 
 
+def bulk_and_psql_beside_runaways(db, calculators, count: int, runaways: int, bulk: int, rows: int):
+    """count Calculators, key 1's runaways queued and every process on one;
+    then key 2's bulk of quick tasks and psql rows without an owner: their ids."""
+    started = [calculators(**RUNAWAY_BOUND) for _ in range(count)]
+    insert_many(db, 1, [RUNAWAY] * runaways)
+    wait_for(lambda: all(len(c.busy_evaluator_pids()) == 2 for c in started), timeout=30,
+             message="every evaluation process to run one of A's runaways")
+    return (insert_many(db, 2, [f"{n} + 1" for n in range(bulk)]),
+            insert_many(db, None, [f"{n} * 2" for n in range(rows)]))
+
+
+def assert_within_bound(db, bulk: list[int], psql: list[int]) -> None:
+    for name, ids in (("B's bulk", bulk), ("the psql rows", psql)):
+        took = last_result_after_insert(db, ids)
+        assert took <= BOUND, f"{name}: the last result came {took:.1f} s after the insert"
+
+
 @pytest.mark.parametrize("count", [1, 3])
 def test_a_bulk_and_psql_rows_are_not_held_back_by_another_keys_runaways(db, calculators, count):
     """A's 1,000 runaways first (each takes a turn of TIMEOUT seconds), then
     B's bulk of 1,000 quick tasks and 20 psql rows without an owner: each
     is done within TIMEOUT + 3 s of its insert (by turns counted in tasks,
     B needed about 1,000 of A's timeouts: minutes)."""
-    started = [calculators(**RUNAWAY_BOUND) for _ in range(count)]
-    insert_many(db, 1, [RUNAWAY] * 1000)
-    wait_for(lambda: all(len(c.busy_evaluator_pids()) == 2 for c in started), timeout=30,
-             message="every evaluation process to run one of A's runaways")
-    bulk = insert_many(db, 2, [f"{n} + 1" for n in range(1000)])
-    psql = insert_many(db, None, [f"{n} * 2" for n in range(20)])
+    bulk, psql = bulk_and_psql_beside_runaways(db, calculators, count, runaways=1000, bulk=1000, rows=20)
     try:
         results = wait_done(db, bulk + psql, timeout=BOUND + 10)
         assert all(results[i] == ("done", n + 1, None) for n, i in enumerate(bulk))
         assert all(results[i] == ("done", n * 2, None) for n, i in enumerate(psql))
-        for name, ids in (("B's bulk", bulk), ("the psql rows", psql)):
-            took = last_result_after_insert(db, ids)
-            assert took <= BOUND, f"{name}: the last result came {took:.1f} s after the insert"
+        assert_within_bound(db, bulk, psql)
         assert finished_by_owner(db).get(1, 0) < 100, "A's runaways were not all run first"
     finally:
         cancel_all(db)
@@ -275,17 +284,10 @@ def test_a_heavy_keys_runaways_do_not_hold_back_a_light_keys_bulk_nor_psql_rows(
     handed-back ones: 8 of B's still pending after 100 s.) With weight 1,000
     A is owed 1,000 times their time, and they get it: 2.5 ms a runaway."""
     db.execute("UPDATE api_keys SET weight = 20 WHERE id = 1")
-    started = [calculators(**RUNAWAY_BOUND)]
-    insert_many(db, 1, [RUNAWAY] * 300)
-    wait_for(lambda: all(len(c.busy_evaluator_pids()) == 2 for c in started), timeout=30,
-             message="every evaluation process on A's runaways")
-    bulk = insert_many(db, 2, [f"{n} + 1" for n in range(200)])
-    psql = insert_many(db, None, [f"{n} * 2" for n in range(100)])
+    bulk, psql = bulk_and_psql_beside_runaways(db, calculators, 1, runaways=300, bulk=200, rows=100)
     try:
         wait_done(db, bulk + psql, timeout=BOUND + 10)
-        for name, ids in (("B's bulk", bulk), ("the psql rows", psql)):
-            took = last_result_after_insert(db, ids)
-            assert took <= BOUND, f"{name}: the last result {took:.1f} s after the insert"
+        assert_within_bound(db, bulk, psql)
     finally:
         cancel_all(db)
 
