@@ -343,3 +343,15 @@ def test_calculators_with_different_caps_say_so(db, calculators):
                  message="the warning")
     finally:
         cancel_all(db)
+
+
+def test_an_idle_calculator_brings_its_last_minute_down_to_nothing():
+    """The panel's shares come from the last minute's figures: a Calculator
+    that fell idle goes on sharing until they are empty, not leaving its
+    last busy second on show."""
+    fair = FairShare()
+    fair.charge(1, 2.0, now=10.0)
+    fair._dirty = False  # shared
+    assert fair.refresh_due(11.0, active=False)
+    assert fair.usage(now=71.5, running={}) == {"1": [2.0, 0.0, 0]}
+    assert not fair.refresh_due(72.0, active=False)

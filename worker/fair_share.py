@@ -165,7 +165,10 @@ class FairShare:
         return figures
 
     def refresh_due(self, now: float, active: bool) -> bool:
-        return now >= self.next_refresh and (active or self._dirty)
+        """Time to share: with work here, or charges not yet shared, or a
+        last minute's figures still to bring down to nothing (an idle
+        Calculator keeps publishing until its last minute is empty)."""
+        return now >= self.next_refresh and (active or self._dirty or bool(self._recent))
 
     def refresh(self, conn: psycopg.Connection, calculator_id, now: float, running: dict) -> None:
         """Publish this Calculator's charges and take in the others' (and
