@@ -167,8 +167,11 @@ class FairShare:
     def refresh_due(self, now: float, active: bool) -> bool:
         """Time to share: with work here, or charges not yet shared, or a
         last minute's figures still to bring down to nothing (an idle
-        Calculator keeps publishing until its last minute is empty)."""
-        return now >= self.next_refresh and (active or self._dirty or bool(self._recent))
+        Calculator keeps publishing until its last minute is empty), or
+        never looked yet (a Calculator started beside others with another
+        MAX_RUNNING_PER_KEY says so at once)."""
+        return now >= self.next_refresh and (active or self._dirty or bool(self._recent)
+                                             or self._others is None)  # once at the start, too
 
     def refresh(self, conn: psycopg.Connection, calculator_id, now: float, running: dict) -> None:
         """Publish this Calculator's charges and take in the others' (and
