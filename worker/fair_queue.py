@@ -40,7 +40,8 @@ SLOW_TASK_SECONDS = 0.1  # an owner whose tasks lately took this long each is "s
 
 class OwnerUsage:
     """Evaluation seconds and tasks per owner on this Calculator lately,
-    both decaying over USAGE_DECAY_SECONDS."""
+    both decaying over USAGE_DECAY_SECONDS: which owners are slow (the
+    order itself is by virtual time, worker/fair_share.py)."""
 
     def __init__(self) -> None:
         self._owners: dict = {}  # owner -> (seconds, tasks, at)
@@ -51,9 +52,6 @@ class OwnerUsage:
         if len(self._owners) > 10_000:  # forget those long quiet
             for key in [k for k, v in self._owners.items() if now - v[2] > 10 * USAGE_DECAY_SECONDS]:
                 del self._owners[key]
-
-    def seconds(self, owner, now: float) -> float:
-        return self._decayed(owner, now)[0]
 
     def slow(self, owner, now: float) -> bool:
         """Whether the owner's tasks lately took SLOW_TASK_SECONDS or more each."""
