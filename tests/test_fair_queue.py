@@ -64,6 +64,20 @@ def test_a_chunk_respects_each_tasks_chunk_limit():
     assert ids(queue.next_chunk(10, {}, limit_of)) == [5, 6]
 
 
+def test_a_chunk_carries_no_more_of_an_owner_than_its_allowance():
+    """A child runs its chunk without the Calculator deciding again: an owner
+    gets no more tasks in one chunk than its fair share's room holds (at
+    least one), and the chunk does not go on to the next owner past it."""
+    queue = FairQueue()
+    queue.add([task(i, "a", i) for i in range(1, 11)], 0)
+    queue.add([task(i, "b", i) for i in range(11, 21)], 0)
+    allowance = {"a": 3, "b": 0}.get
+    assert ids(queue.next_chunk(10, {}, no_limit, allowance=allowance)) == [1, 2, 3]
+    assert ids(queue.next_chunk(10, {}, no_limit, used={"a": 1.0, "b": 0.0}.get,
+                                allowance=allowance)) == [11], "at least one"
+    assert len(queue.next_chunk(10, {}, no_limit)) == 10, "without an allowance, as many as fit"
+
+
 def test_overdue_takes_out_what_waited_past_the_hold_time():
     queue = FairQueue()
     queue.add([task(1, "a", 1), task(2, "b", 1)], 10.0)

@@ -145,12 +145,14 @@ class EvaluatorPool(TenantsHere, TimeoutRule):
         if not (idle and self.queue):
             return
         running = self.running_by_owner()
-        present = self.present(time.monotonic())
+        now = time.monotonic()
+        present = self.present(now)
+        allowance = self.chunk_allowance(present, now)
         in_use = self.processes_by_owner()
         while idle and self.queue:
             chunk = self.queue.next_chunk(min(CHUNK_MAX, math.ceil(len(self.queue) / len(idle))),
                                           running, self._chunk_limit_of, present.__getitem__,
-                                          lambda o: self.cap.may_start(o, in_use))
+                                          lambda o: self.cap.may_start(o, in_use), allowance)
             if not chunk:
                 return  # what is queued waits for a running slot (MAX_RUNNING_PER_KEY)
             owner = chunk[0].owner

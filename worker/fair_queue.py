@@ -55,8 +55,13 @@ class OwnerUsage:
 
     def slow(self, owner, now: float) -> bool:
         """Whether the owner's tasks lately took SLOW_TASK_SECONDS or more each."""
+        per_task = self.seconds_per_task(owner, now)
+        return per_task is not None and per_task >= SLOW_TASK_SECONDS
+
+    def seconds_per_task(self, owner, now: float) -> float | None:
+        """The owner's tasks' mean evaluation seconds lately (None: none lately)."""
         used, count, _ = self._decayed(owner, now)
-        return count > 0 and used / count >= SLOW_TASK_SECONDS
+        return used / count if count > 0 else None
 
     def _decayed(self, owner, now: float) -> tuple[float, float, float]:
         entry = self._owners.get(owner)
@@ -73,6 +78,13 @@ def _no_use(owner) -> float:
 
 def _anyone(owner) -> bool:
     return True
+
+
+def _unlimited(owner) -> int:
+    return CHUNK_UNLIMITED
+
+
+CHUNK_UNLIMITED = 1 << 30
 
 
 NONE_ALLOWED = object()  # first_owner() when no owner may start now
@@ -174,11 +186,14 @@ class FairQueue:
         return order[0] if order else NONE_ALLOWED
 
     def next_chunk(self, size: int, running: dict, limit_of: Callable[[int], int],
-                   used: Callable = _no_use, allowed: Callable = _anyone) -> list[Task]:
+                   used: Callable = _no_use, allowed: Callable = _anyone,
+                   allowance: Callable = _unlimited) -> list[Task]:
         """Up to size tasks by the dispatch rule (see the module's doc);
         limit_of(id) is the largest chunk a task may go in (after children
         died before starting it); used(owner) its effective virtual time;
-        only owners allowed(owner) (none: an empty chunk)."""
+        only owners allowed(owner) (none: an empty chunk); at most
+        allowance(owner) tasks of an owner (its fair share's room:
+        fair_share.py, FairShare.room)."""
         order = self._order(running, used, allowed)
         if not order:
             return []
@@ -189,14 +204,16 @@ class FairQueue:
             if running.get(owner, 0) > first_running or used(owner) > first_used + CONTINUE_SLACK_SECONDS:
                 break
             tasks = self._owners[owner]
-            while tasks and len(chunk) < size:
+            taken_before = len(chunk)
+            room = max(1, allowance(owner))
+            while tasks and len(chunk) < size and len(chunk) - taken_before < room:
                 limit = limit_of(tasks[-1].id)
                 if chunk and len(chunk) >= limit:
                     break
                 chunk.append(tasks.pop())
                 size = min(size, limit)
             if tasks:
-                break  # the chunk is full, or its next task may not go with it
+                break  # the chunk is full, or its next task may not go with it, or the owner's room is used
             del self._owners[owner]
         self._count -= len(chunk)
         return chunk

@@ -72,6 +72,9 @@ class FairShare:
         self.floor = 0.0           # the system's virtual time, never going back
         self.next_refresh = 0.0
         self._dirty = False        # charged since the last refresh
+        self.busy_others = 0       # other Calculators that charged anything at the last look
+        self._elsewhere_rate: dict = {}  # tenant -> CPU seconds a second the others charged it lately
+        self._looked_at = 0.0      # when the others were last looked at
 
     # --- charging ---------------------------------------------------------
 
@@ -114,9 +117,17 @@ class FairShare:
                 self.virtual[tenant] = start
         self.active[tenant] = now
 
-    def effective(self, tenant, running_seconds: float = 0.0) -> float:
-        """Tenant's virtual time, counting the seconds its running tasks used so far."""
-        return self.virtual.get(tenant, self.floor) + running_seconds / self.weight(tenant)
+    def effective(self, tenant, running_seconds: float = 0.0, now: float | None = None) -> float:
+        """Tenant's virtual time, counting the seconds its running tasks used
+        so far, and (given now) what the other Calculators have probably
+        charged it since the last look, at the rate they charged it before
+        (without that guess, three Calculators each ran a key for up to two
+        seconds the others had not heard of yet, and two keys of weights 1
+        and 3 took turns of 2 s and 7 s instead of sharing)."""
+        guess = 0.0
+        if now is not None and tenant in self._elsewhere_rate:
+            guess = self._elsewhere_rate[tenant] * min(max(0.0, now - self._looked_at), 2 * REFRESH_SECONDS)
+        return self.virtual.get(tenant, self.floor) + (running_seconds + guess) / self.weight(tenant)
 
     def system_time(self, now: float) -> float:
         """The least virtual time of the active tenants (running tasks not
@@ -137,12 +148,22 @@ class FairShare:
         ahead.update(t for t, v in self.virtual.items() if t not in present and v > self._limit(t, system))
         return ahead
 
+    def room(self, tenant, effective: float, now: float) -> float:
+        """The CPU seconds the tenant may still use before it is ahead (its
+        effective virtual time given): what one chunk of its tasks may take
+        (worker/fair_queue.py), so that a chunk of many tasks does not carry
+        it far past its share before the Calculator decides again."""
+        return (self._limit(tenant, self.system_time(now)) - effective) * self.weight(tenant)
+
     def _limit(self, tenant, system: float) -> float:
         # QUANTUM_SECONDS of the tenant's own CPU time past its share: over
         # its weight in virtual time (a key of weight 1,000 whose runaway
         # moves its virtual time by 2.5 ms is ahead once that runaway ran
         # half a second, not after 200 of them).
-        return system + QUANTUM_SECONDS / self.weight(tenant)
+        # Each busy Calculator lets a tenant get that far ahead in its own
+        # view before the others hear of it (a second later): the quantum is
+        # shared among them, so that together they keep about one quantum.
+        return system + QUANTUM_SECONDS / self.weight(tenant) / (1 + self.busy_others)
 
     # --- sharing ----------------------------------------------------------
 
@@ -189,6 +210,7 @@ class FairShare:
                 others[name] = {k: v[0] for k, v in (value or {}).items()
                                 if isinstance(v, list) and v and isinstance(v[0], (int, float))}
         self.weights = weights
+        busy, elsewhere = set(), {}
         if self._others is not None:  # the first look is only where the others stand
             for calculator, totals in others.items():
                 before = self._others.get(calculator, {})
@@ -197,7 +219,16 @@ class FairShare:
                         tenant = tenant_of(name)
                     except ValueError:
                         continue
-                    self._charge_elsewhere(tenant, total - before.get(name, 0.0), now)
+                    seconds = total - before.get(name, 0.0)
+                    if seconds > 0:
+                        busy.add(calculator)
+                        elsewhere[tenant] = elsewhere.get(tenant, 0.0) + seconds
+                    self._charge_elsewhere(tenant, seconds, now)
+        self.busy_others = len(busy)
+        interval = now - self._looked_at
+        self._elsewhere_rate = {t: s / interval for t, s in elsewhere.items()} \
+            if self._others is not None and 0 < interval <= 3 * REFRESH_SECONDS else {}
+        self._looked_at = now
         # A Calculator missing from this look (its heartbeat late) keeps its
         # last totals: when it comes back, only what it charged since counts.
         self._others = {**(self._others or {}), **others}

@@ -6,10 +6,12 @@ share (fair_share.py), the running cap (running_cap.py) and the claims
 
 from __future__ import annotations
 
+import math
 import time
 
-from worker.fair_queue import NONE_ALLOWED
+from worker.fair_queue import CHUNK_UNLIMITED, NONE_ALLOWED
 
+SHARE, AHEAD = "share", "ahead"  # why an idle child should wait for a claim (idle_child_would_share)
 RUNNING_SECONDS_CACHE = 0.02  # how old the running tasks' CPU seconds may be (fair_share.py)
 
 
@@ -48,7 +50,23 @@ class TenantsHere:
         running = self.running_seconds(now)
         tenants = self.queue.owners() | set(running) | set(self.running_by_owner())
         self.fair.seen(tenants, now)
-        return {t: self.fair.effective(t, running.get(t, 0.0)) for t in tenants}
+        return {t: self.fair.effective(t, running.get(t, 0.0), now) for t in tenants}
+
+    def chunk_allowance(self, present: dict, now: float):
+        """allowance(owner): how many of its tasks one chunk may carry, as
+        many as fit in its fair share's room (fair_share.py, FairShare.room)
+        at its tasks' recent seconds each (or the Calculator's, for an owner
+        not seen lately); at least one. (A child runs its chunk without the
+        Calculator deciding again: a chunk of 14 tasks of 0.1 s put one key
+        1.4 s ahead, and two keys of weights 1 and 3 got 30 % and 70 %.)"""
+        overall = self.claim_size.seconds_per_task()
+
+        def allowance(owner) -> int:
+            per_task = self.usage.seconds_per_task(owner, now) or overall
+            if not per_task:
+                return CHUNK_UNLIMITED
+            return max(1, math.floor(self.fair.room(owner, present[owner], now) / per_task))
+        return allowance
 
     def ahead(self, now: float) -> set:
         """The tenants ahead of the others in evaluation time: the claims skip them."""
@@ -71,20 +89,27 @@ class TenantsHere:
         give back those nothing uses (worker/running_cap.py)."""
         self.cap.sync(conn, self.queue.counts(), self.processes_by_owner(), self.idle_count(), now)
 
-    def idle_child_would_share(self) -> bool:
-        """An idle child would get a task of an owner that already has a
-        child here, or of an owner whose tasks lately were slow (its next
-        may be another runaway), or nothing at all: the database may hold a
-        task of another owner that should come first (claiming.py claims
-        again)."""
+    def idle_child_would_share(self) -> str | None:
+        """Why an idle child should not simply take the next task queued
+        here (None: it may): the database may hold a task of another owner
+        that should come first (claiming.py claims again).
+
+        SHARE: the child would get a task of an owner that already has a
+        child here, or of an owner whose tasks lately were slow (its next may
+        be another runaway), or nothing at all;
+        AHEAD: it would get a task of an owner ahead of the others in
+        evaluation time (fair_share.py), whose tasks the claims skip."""
         if not self.idle_count():
-            return False
+            return None
         if not self.queue:
-            return True
+            return SHARE
         running = self.running_by_owner()
         now = time.monotonic()
         present = self.present(now)
         in_use = self.processes_by_owner()
         first = self.queue.first_owner(running, present.__getitem__, lambda o: self.cap.may_start(o, in_use))
-        return first is NONE_ALLOWED or running.get(first, 0) > 0 or self.usage.slow(first, now) \
-            or first in self.fair.ahead(present, now)
+        if first is not NONE_ALLOWED and first in self.fair.ahead(present, now):
+            return AHEAD
+        if first is NONE_ALLOWED or running.get(first, 0) > 0 or self.usage.slow(first, now):
+            return SHARE
+        return None
