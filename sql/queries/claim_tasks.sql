@@ -37,6 +37,15 @@
 -- Calculator gives their sign (worker/intake.py; signed_variables() here
 -- cost a json aggregate per such row).
 --
+-- The lease is compared with (SELECT now()), not now(): the planner then
+-- cannot read process_at's histogram for it. Statistics taken while every
+-- pending task was leased (process_at in the future: a busy queue, an
+-- ordinary moment for autovacuum's ANALYZE) said that almost no row is
+-- claimable, and the planner chose a sequential scan and a sort of the
+-- whole table for every claim, until the next ANALYZE (found by
+-- tests/test_fairness.py in the full suite, where an earlier test's
+-- statistics stayed: an ANALYZE of an empty table keeps the old ones).
+--
 -- The tenants in %(skip)s (owners, 0 for rows without an owner) are ahead
 -- of the others in evaluation time (worker/fair_share.py): their tasks are
 -- passed over; the Calculator claims them with an empty %(skip)s when
@@ -44,7 +53,7 @@
 WITH candidates AS (
     SELECT id, attempts
     FROM tasks
-    WHERE finished_at IS NULL AND process_at <= now()
+    WHERE finished_at IS NULL AND process_at <= (SELECT now())
       AND (coalesce(fair_round, id), id) > (coalesce(%(after_place)s::bigint, (SELECT queue_head()) - 1),
                                             coalesce(%(after_id)s::bigint, 9223372036854775807))
       AND coalesce(owner, 0) <> ALL(%(skip)s::bigint[])
