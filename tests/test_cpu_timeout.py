@@ -63,9 +63,12 @@ def test_a_runaway_is_ended_after_its_cpu_timeout_however_little_cpu_it_gets(mak
 
 
 def test_an_honest_task_slowed_by_its_neighbours_past_the_timeout_is_answered(make_pool):
-    """Needing about 0.6 s of CPU at a 1 s timeout, with a quarter of a CPU:
-    some 2.4 s of wall-clock time, past the timeout, and answered all the same."""
-    expression, result, need = calibrated(0.6)
+    """Needing about 0.5 s of CPU at a 1 s timeout, with a quarter of a CPU:
+    some 2 s of wall-clock time, past the timeout, and answered all the same.
+    (At 0.6 s, calibrated at 0.70 s, it once needed more than 1 s beside
+    its three competitors in the full suite: the same work takes more CPU
+    time while others share the caches, tests/cpu_share.py.)"""
+    expression, result, need = calibrated(0.5)
     pool = make_pool(timeout=1, wall=30)
     driver = Driver(pool)
     pid, started_at = driver.start(expression, 2)
