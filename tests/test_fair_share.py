@@ -25,6 +25,7 @@ TIMEOUT = 2.5
 RUNAWAY_BOUND = dict(calculation_timeout=TIMEOUT, calculation_wall_timeout=TIMEOUT)
 BOUND = TIMEOUT + 3  # the promise for a bulk's last result after its insert
 HEAVY = "(9**(9**6)) % 7"  # about 0.1 s of CPU time, the same every time: its result is 1
+MIDDLING = "(9**265720) % 7"  # about 0.04 s of CPU time: its result is 2
 
 
 @pytest.fixture(autouse=True)
@@ -163,6 +164,28 @@ def test_psql_rows_take_turns_with_a_keys_backlog_of_quick_tasks(db, calculators
     after = db.execute("SELECT count(*) FROM tasks WHERE owner = 1 AND finished_at > "
                        "(SELECT max(finished_at) FROM tasks WHERE id = ANY(%s))", (psql,)).fetchone()[0]
     assert after >= 10_000, f"only {after} of A's tasks finished after the psql rows"
+
+
+def test_a_chunk_of_middling_tasks_does_not_run_on_past_a_newcomer(db, calculators):
+    """A fresh Calculator knows nothing of A's tasks' cost, so its first
+    chunks are half of the claim each (50 tasks); A's take 0.04 s each,
+    less than the 0.1 s after which a running task gives up the rest of its
+    chunk. B's quick tasks, inserted while those chunks run, must not wait
+    for all of them: a chunk still running 0.1 s after it was sent gives up
+    its unstarted tasks, and the Calculator decides again whose come next."""
+    calc = calculators(num_processes=2)
+    a = insert_many(db, 1, [MIDDLING] * 100)
+    wait_for(lambda: len(calc.busy_evaluator_pids()) == 2, timeout=20, message="both processes on A's chunks")
+    b = insert_many(db, 2, [f"{n} + 1" for n in range(5)])
+    try:
+        results = wait_done(db, b, timeout=30)
+        assert all(results[i] == ("done", n + 1, None) for n, i in enumerate(b))
+        before = db.execute("SELECT count(*) FROM tasks WHERE id = ANY(%s) AND status <> 'pending' AND "
+                            "finished_at <= (SELECT max(finished_at) FROM tasks WHERE id = ANY(%s))",
+                            (a, b)).fetchone()[0]
+        assert before < 50, f"{before} of A's 100 results came before B's last"
+    finally:
+        cancel_all(db)
 
 
 # The rule itself, without processes --------------------------------------

@@ -25,7 +25,6 @@ from worker.claim_frontier import HEAD, ClaimFrontier
 from worker.evaluators import EvaluatorPool
 from worker.metrics import METRICS
 from worker.task_queue import Outcome, Task, claim_tasks, reset_queue_head
-from worker.tenants_here import AHEAD
 
 log = logging.getLogger("calculator")
 
@@ -43,14 +42,10 @@ class Claims:
         self.frontier = ClaimFrontier()  # where each claim's walk starts
         self.next_poll = 0.0
         self.skipped: frozenset = frozenset()  # the tenants the last claim passed over
-        # A claim that skips the tenants ahead may find another tenant's
-        # task: false once one found none (until work is expected again, or
-        # other tenants are ahead).
-        self.others_beside_ahead = True
 
     def expect_work(self) -> None:
         """Tasks may be waiting: a notification, a hand-back, a new connection."""
-        self.work_expected = self.other_owners_expected = self.others_beside_ahead = True
+        self.work_expected = self.other_owners_expected = True
 
     def maybe_claim(self, conn: psycopg.Connection, now: float, refused: list[Outcome]) -> None:
         """Claim what there is room and a reason for; the claimed tasks go to
@@ -63,25 +58,18 @@ class Claims:
     def _claim_for_idle_child(self, conn: psycopg.Connection, now: float, refused: list) -> None:
         """A child fell idle and would only get a task of an owner that
         already has a child here (maybe a runaway's owner, whose next task is
-        another runaway), or of an owner ahead of the others in evaluation
-        time: ask the database first, once per child falling idle, for as
-        many tasks as there are such owners and idle children, so that the
-        fair order can put another owner's task among them (the dispatch
-        rule then serves that owner first). Tasks that do not get started
-        are handed back after the hold time."""
+        another runaway): ask the database first, once per child falling
+        idle, for as many tasks as there are such owners and idle children,
+        so that the fair order can put another owner's task among them (the
+        dispatch rule then serves that owner first). Tasks that do not get
+        started are handed back after the hold time."""
         pool = self.pool
-        if pool.freed == self._idle_claimed_at:
-            return
-        why = pool.idle_child_would_share()
         # Not held back by a last claim that came short (work_expected): that
         # one may have been a claim for an idle child, which is small; what
         # tells whether another owner may be waiting is what the last such
-        # claim brought (other_owners_expected), or, for an owner ahead,
-        # whether the last claim that skipped it found anything else
-        # (others_beside_ahead: a claim of the owner's whole turn from the
-        # queue's head, 14 tasks of 0.1 s, ran whole while it was 1.4 s
-        # ahead, and two keys of weights 1 and 3 got 30 % and 70 %).
-        if why is None or not (self.others_beside_ahead if why == AHEAD else self.other_owners_expected):
+        # claim brought (other_owners_expected).
+        if not self.other_owners_expected \
+                or pool.freed == self._idle_claimed_at or not pool.idle_child_would_share():
             return
         self._idle_claimed_at = pool.freed
         # The fair order gives each owner one task a turn: a claim reaches
@@ -110,16 +98,12 @@ class Claims:
         skip = frozenset(self.pool.ahead(now) | waiting)
         if self.skipped - skip:
             self.frontier.lower(None)
-        if skip != self.skipped:
-            self.others_beside_ahead = True
         self.skipped = skip
         start = self.frontier.start(now, polling)
         began, began_ns = time.monotonic(), time.time_ns()
         tasks, given_up = claim_tasks(conn, room, self.settings.lease_seconds,
                                       self.settings.max_attempts, self.settings.limits, after=start,
                                       skip=skip)
-        if skip - waiting:
-            self.others_beside_ahead = bool(tasks or given_up)
         if skip - waiting and len(tasks) + len(given_up) < room:
             # Nothing else is claimable: the tenants ahead get their turn
             # rather than an idle child (their next claim skips them again).

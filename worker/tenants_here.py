@@ -11,7 +11,6 @@ import time
 
 from worker.fair_queue import CHUNK_UNLIMITED, NONE_ALLOWED
 
-SHARE, AHEAD = "share", "ahead"  # why an idle child should wait for a claim (idle_child_would_share)
 RUNNING_SECONDS_CACHE = 0.02  # how old the running tasks' CPU seconds may be (fair_share.py)
 
 
@@ -89,27 +88,20 @@ class TenantsHere:
         give back those nothing uses (worker/running_cap.py)."""
         self.cap.sync(conn, self.queue.counts(), self.processes_by_owner(), self.idle_count(), now)
 
-    def idle_child_would_share(self) -> str | None:
-        """Why an idle child should not simply take the next task queued
-        here (None: it may): the database may hold a task of another owner
-        that should come first (claiming.py claims again).
-
-        SHARE: the child would get a task of an owner that already has a
-        child here, or of an owner whose tasks lately were slow (its next may
-        be another runaway), or nothing at all;
-        AHEAD: it would get a task of an owner ahead of the others in
-        evaluation time (fair_share.py), whose tasks the claims skip."""
+    def idle_child_would_share(self) -> bool:
+        """An idle child would get a task of an owner that already has a
+        child here, or of an owner whose tasks lately were slow (its next
+        may be another runaway), or nothing at all: the database may hold a
+        task of another owner that should come first (claiming.py claims
+        again)."""
         if not self.idle_count():
-            return None
+            return False
         if not self.queue:
-            return SHARE
+            return True
         running = self.running_by_owner()
         now = time.monotonic()
         present = self.present(now)
         in_use = self.processes_by_owner()
         first = self.queue.first_owner(running, present.__getitem__, lambda o: self.cap.may_start(o, in_use))
-        if first is not NONE_ALLOWED and first in self.fair.ahead(present, now):
-            return AHEAD
-        if first is NONE_ALLOWED or running.get(first, 0) > 0 or self.usage.slow(first, now):
-            return SHARE
-        return None
+        return first is NONE_ALLOWED or running.get(first, 0) > 0 or self.usage.slow(first, now) \
+            or first in self.fair.ahead(present, now)
