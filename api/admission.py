@@ -35,12 +35,10 @@ class Refused(Exception):
 
 # trace_context: the request's traceparent when the API traces (api/tracing.py), else NULL.
 # Variables that are -0.0 are named in variables_negative_zero (sql/016: jsonb
-# keeps them as 0.0); only JSON text with "-0" in it is read a second time.
-# (%(variables)s is one parameter: text, read as jsonb and as json, which keeps the sign.)
+# keeps them as 0.0), from the JSON text (sql/019: variables_negative_zero_of).
 INSERT_TASK = ("INSERT INTO tasks (expression, variables, variables_negative_zero, trace_context) "
                "VALUES (%(expression)s, %(variables)s::text::jsonb, "
-               "CASE WHEN strpos(%(variables)s::text, '-0') > 0 "
-               "THEN negative_zero_names(%(variables)s::text::json) END, "
+               "variables_negative_zero_of(%(variables)s::text), "
                "%(trace_context)s::text) RETURNING id")
 # One statement, one NOTIFY, however many items (each with its submission's
 # trace context: a group commit's INSERT holds several submissions). Ids come from the sequence
@@ -49,8 +47,7 @@ INSERT_TASK = ("INSERT INTO tasks (expression, variables, variables_negative_zer
 INSERT_TASKS = """
     INSERT INTO tasks (expression, variables, variables_negative_zero, trace_context)
     SELECT item.expression, item.variables::jsonb,
-           CASE WHEN strpos(item.variables, '-0') > 0 THEN negative_zero_names(item.variables::json) END,
-           item.trace_context
+           variables_negative_zero_of(item.variables), item.trace_context
     FROM unnest(%(expressions)s::text[], %(variables)s::text[], %(trace_contexts)s::text[])
         WITH ORDINALITY AS item(expression, variables, trace_context, position)
     ORDER BY item.position

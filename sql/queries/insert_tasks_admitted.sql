@@ -5,7 +5,7 @@
 -- ids, or, when refused, one row that tells why (refused, detail). Every
 -- item gets the same trace context: the submitting request's traceparent
 -- when the API traces (api/tracing.py), else NULL (sql/015). Variables that
--- are -0.0 are named in variables_negative_zero (sql/016), as
+-- are -0.0 are named in variables_negative_zero (sql/016, sql/019), as
 -- api/admission.py's INSERTs do.
 WITH admitted AS (
     SELECT * FROM admit_submission(%(owner)s::bigint, %(items)s::integer, %(max_pending)s::integer,
@@ -15,7 +15,7 @@ WITH admitted AS (
 inserted AS (
     INSERT INTO tasks (expression, variables, variables_negative_zero, owner, fair_round, trace_context)
     SELECT item.expression, item.variables::jsonb,
-           CASE WHEN strpos(item.variables, '-0') > 0 THEN negative_zero_names(item.variables::json) END,
+           variables_negative_zero_of(item.variables),
            %(owner)s::bigint, admitted.first_round + item.position - 1,
            %(trace_context)s::text
     FROM admitted,
