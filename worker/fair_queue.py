@@ -80,11 +80,11 @@ def _anyone(owner) -> bool:
     return True
 
 
+CHUNK_UNLIMITED = 1 << 30  # an allowance that never limits a chunk
+
+
 def _unlimited(owner) -> int:
     return CHUNK_UNLIMITED
-
-
-CHUNK_UNLIMITED = 1 << 30
 
 
 NONE_ALLOWED = object()  # first_owner() when no owner may start now

@@ -55,7 +55,7 @@ class TenantsHere:
         """allowance(owner): how many of its tasks one chunk may carry, as
         many as fit in its fair share's room (fair_share.py, FairShare.room)
         at its tasks' recent seconds each (or the Calculator's, for an owner
-        not seen lately); at least one. (A child runs its chunk without the
+        not seen lately). (A child runs its chunk without the
         Calculator deciding again: a chunk of 14 tasks of 0.1 s put one key
         1.4 s ahead, and two keys of weights 1 and 3 got 30 % and 70 %.)"""
         overall = self.claim_size.seconds_per_task()
@@ -64,7 +64,7 @@ class TenantsHere:
             per_task = self.usage.seconds_per_task(owner, now) or overall
             if not per_task:
                 return CHUNK_UNLIMITED
-            return max(1, math.floor(self.fair.room(owner, present[owner], now) / per_task))
+            return math.floor(self.fair.room(owner, present[owner], now) / per_task)  # next_chunk: at least one
         return allowance
 
     def ahead(self, now: float) -> set:
